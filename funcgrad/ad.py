@@ -1,0 +1,448 @@
+"""Automatic differentiation: forward mode (jvp) and reverse mode (vjp, grad).
+
+Forward mode carries a tangent next to every value (:class:`JVPTracer`); each
+primitive's ``jvp`` rule maps input tangents to the output tangent.
+
+Reverse mode records a tape while the function runs on concrete values
+(:class:`VJPTracer`, one :class:`Node` per primitive applied), then walks the
+tape backwards calling each primitive's ``vjp`` rule.  Rules are written with
+primitives, so the backward pass is itself traceable: ``grad(grad(f))``,
+``jit(grad(f))`` and ``vmap(grad(f))`` need no special cases.
+
+``jacfwd`` and ``jacrev`` push a whole standard basis through one ``vmap`` of
+``jvp`` / of the pullback; ``hessian = jacfwd(jacrev(f))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from funcgrad.core import Primitive, Trace, Tracer, bind, dtype_of, get_aval, is_float, new_trace
+from funcgrad.primitives import elementwise as ew
+from funcgrad.primitives._base import shape_of
+from funcgrad.tree_util import tree_flatten, tree_map, tree_unflatten
+
+__all__ = ["jvp", "vjp", "grad", "value_and_grad", "jacfwd", "jacrev", "hessian", "stop_gradient"]
+
+
+def zeros_like_value(x: Any) -> Any:
+    """Zeros with ``x``'s shape and dtype (traced if ``x`` is a tracer)."""
+    if isinstance(x, Tracer):
+        from funcgrad.primitives.shape import broadcast_to
+        return broadcast_to(np.zeros((), x.dtype), x.shape)
+    return np.zeros(np.shape(x), dtype_of(x))
+
+
+def _as_output(x: Any) -> Any:
+    """Outputs of transformations are NumPy values, never Python scalars."""
+    if isinstance(x, (bool, int, float, complex)):
+        return np.asarray(x)
+    return x
+
+
+# ------------------------------------------------------------- forward mode ---
+
+class JVPTracer(Tracer):
+    __slots__ = ("primal", "tangent")
+
+    def __init__(self, trace: "JVPTrace", primal: Any, tangent: Any):
+        self._trace = trace
+        self.primal = primal
+        self.tangent = tangent
+
+    aval = property(lambda self: get_aval(self.primal))
+    shape = property(lambda self: shape_of(self.primal))
+    dtype = property(lambda self: dtype_of(self.primal))
+
+    def concrete(self) -> Any:
+        return self.primal
+
+
+class JVPTrace(Trace):
+    name = "jvp"
+
+    def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
+        primals, tangents, any_t = [], [], False
+        for a in args:
+            if type(a) is JVPTracer and a._trace is self:
+                primals.append(a.primal)
+                tangents.append(a.tangent)
+                any_t = True
+            else:
+                primals.append(a)
+                tangents.append(None)
+        if prim.zero_derivative or not any_t:
+            return bind(prim, *primals, **params)
+        if prim.jvp is None:
+            raise NotImplementedError(f"jvp: primitive {prim.name} has no forward-mode rule")
+        out, t = prim.jvp(primals, tangents, **params)
+        if t is None or not is_float(out):
+            return out
+        return JVPTracer(self, out, t)
+
+
+def _check_tangent(p: Any, t: Any, i: int) -> None:
+    if shape_of(p) != shape_of(t):
+        raise ValueError(f"jvp: tangent {i} has shape {shape_of(t)} but its primal has shape "
+                         f"{shape_of(p)}; each tangent must match its primal's shape")
+    if is_float(p) and dtype_of(t) != dtype_of(p) and not isinstance(p, (float, int)):
+        raise TypeError(f"jvp: tangent {i} has dtype {dtype_of(t)} but its primal has dtype "
+                        f"{dtype_of(p)}; pass tangents of the primal's dtype")
+
+
+def jvp(fun: Callable, primals: Sequence, tangents: Sequence) -> tuple[Any, Any]:
+    """Evaluate ``fun(*primals)`` and its directional derivative along ``tangents``."""
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError("jvp: primals and tangents must be tuples (or lists) with one entry per "
+                        f"argument of fun, got {type(primals).__name__} and {type(tangents).__name__}")
+    flat_p, tree_p = tree_flatten(tuple(primals))
+    flat_t, tree_t = tree_flatten(tuple(tangents))
+    if tree_p != tree_t:
+        raise ValueError(f"jvp: primals and tangents must have the same structure, got {tree_p} "
+                         f"and {tree_t}")
+    for i, (p, t) in enumerate(zip(flat_p, flat_t)):
+        _check_tangent(p, t, i)
+    with new_trace(JVPTrace) as trace:
+        ins = [JVPTracer(trace, p, t) if is_float(p) else p for p, t in zip(flat_p, flat_t)]
+        out = fun(*tree_unflatten(tree_p, ins))
+        out_flat, out_tree = tree_flatten(out)
+        ps, ts = [], []
+        for o in out_flat:
+            if type(o) is JVPTracer and o._trace is trace:
+                ps.append(o.primal)
+                ts.append(o.tangent)
+            else:
+                ps.append(o)
+                ts.append(None)
+    ts = [zeros_like_value(p) if t is None else t for p, t in zip(ps, ts)]
+    return (tree_unflatten(out_tree, [_as_output(p) for p in ps]),
+            tree_unflatten(out_tree, [_as_output(t) for t in ts]))
+
+
+# ------------------------------------------------------------- reverse mode ---
+
+class Node:
+    """One step on the tape: a primitive application, or an input (``prim is None``)."""
+
+    __slots__ = ("prim", "params", "primals", "out", "parents")
+
+    def __init__(self, prim: Primitive | None, params: dict, primals: list, out: Any,
+                 parents: list):
+        self.prim = prim
+        self.params = params
+        self.primals = primals
+        self.out = out
+        self.parents = parents   # [(argument index, Node)] for the traced arguments
+
+
+class VJPTracer(Tracer):
+    __slots__ = ("primal", "node")
+
+    def __init__(self, trace: "VJPTrace", primal: Any, node: Node):
+        self._trace = trace
+        self.primal = primal
+        self.node = node
+
+    aval = property(lambda self: get_aval(self.primal))
+    shape = property(lambda self: shape_of(self.primal))
+    dtype = property(lambda self: dtype_of(self.primal))
+
+    def concrete(self) -> Any:
+        return self.primal
+
+
+class VJPTrace(Trace):
+    name = "grad/vjp"
+
+    def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
+        primals, parents = [], []
+        for i, a in enumerate(args):
+            if type(a) is VJPTracer and a._trace is self:
+                primals.append(a.primal)
+                parents.append((i, a.node))
+            else:
+                primals.append(a)
+        out = bind(prim, *primals, **params)
+        if not parents or prim.zero_derivative or not is_float(out):
+            return out
+        if prim.vjp is None:
+            raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
+        return VJPTracer(self, out, Node(prim, params, primals, out, parents))
+
+
+def _toposort(roots: list[Node]) -> list[Node]:
+    """Nodes reachable from ``roots``, each after all nodes it depends on (iterative DFS)."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    for root in roots:
+        if id(root) in seen:
+            continue
+        stack: list = [(root, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                order.append(n)
+                continue
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            stack.append((n, True))
+            for _, p in n.parents:
+                if id(p) not in seen:
+                    stack.append((p, False))
+    return order
+
+
+def backward_pass(roots: list[Node], cts: list) -> dict[int, Any]:
+    """Propagate output cotangents back to the tape's inputs; returns {id(input node): ct}."""
+    order = _toposort([r for r in roots])
+    acc: dict[int, Any] = {}
+    for r, ct in zip(roots, cts):
+        prev = acc.get(id(r))
+        acc[id(r)] = ct if prev is None else ew.add(prev, ct)
+    leaves: dict[int, Any] = {}
+    for n in reversed(order):
+        g = acc.pop(id(n), None)
+        if g is None:
+            continue
+        if n.prim is None:
+            leaves[id(n)] = g
+            continue
+        needed = tuple(i for i, _ in n.parents)
+        in_cts = n.prim.vjp(g, n.out, n.primals, needed, **n.params)
+        for i, p in n.parents:
+            c = in_cts[i]
+            if c is None:
+                continue
+            prev = acc.get(id(p))
+            acc[id(p)] = c if prev is None else ew.add(prev, c)
+    return leaves
+
+
+def _strip(x: Any, trace: VJPTrace) -> Any:
+    return x.primal if type(x) is VJPTracer and x._trace is trace else x
+
+
+def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> tuple:
+    """``(fun(*primals), vjp_fn)``, with ``vjp_fn(ct)`` the cotangent for each primal.
+
+    With ``has_aux=True``, ``fun`` returns ``(output, aux)`` and the result is
+    ``(output, vjp_fn, aux)``.
+    """
+    flat, in_tree = tree_flatten(primals)
+    with new_trace(VJPTrace) as trace:
+        inputs = [Node(None, {}, [], x, []) for x in flat]
+        tracers = [VJPTracer(trace, x, n) if is_float(x) else x for x, n in zip(flat, inputs)]
+        out = fun(*tree_unflatten(in_tree, tracers))
+        if has_aux:
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise TypeError("vjp/grad with has_aux=True: fun must return a pair (output, aux), "
+                                f"got {type(out).__name__}")
+            out, aux = out
+            aux = tree_map(lambda a: _as_output(_strip(a, trace)), aux)
+        out_flat, out_tree = tree_flatten(out)
+        roots = [o.node if type(o) is VJPTracer and o._trace is trace else None for o in out_flat]
+        out_primals = [_as_output(_strip(o, trace)) for o in out_flat]
+
+    def vjp_fn(ct: Any) -> tuple:
+        ct_flat, ct_tree = tree_flatten(ct)
+        if ct_tree != out_tree:
+            raise ValueError(f"vjp_fn: the cotangent must have the structure of fun's output, "
+                             f"{out_tree}, got {ct_tree}")
+        for i, (c, o) in enumerate(zip(ct_flat, out_primals)):
+            if shape_of(c) != shape_of(o):
+                raise ValueError(f"vjp_fn: cotangent {i} has shape {shape_of(c)}, the output "
+                                 f"has shape {shape_of(o)}")
+        pairs = [(r, c) for r, c in zip(roots, ct_flat) if r is not None]
+        got = backward_pass([r for r, _ in pairs], [c for _, c in pairs])
+        res = []
+        for x, n in zip(flat, inputs):
+            g = got.get(id(n))
+            res.append(zeros_like_value(x) if g is None else _as_output(g))
+        return tuple(tree_unflatten(in_tree, res))
+
+    primal_out = tree_unflatten(out_tree, out_primals)
+    if has_aux:
+        return primal_out, vjp_fn, aux
+    return primal_out, vjp_fn
+
+
+# ------------------------------------------------------------------- grad ---
+
+def _argnums_tuple(argnums: int | Sequence[int], nargs: int, where: str) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums:
+        raise ValueError(f"{where}: argnums must name at least one argument")
+    for k in nums:
+        if not isinstance(k, (int, np.integer)) or not -nargs <= k < nargs:
+            raise ValueError(f"{where}: argnums={argnums!r} is out of range: the function was "
+                             f"called with {nargs} positional argument{'s' if nargs != 1 else ''}")
+    return tuple(int(k) % nargs for k in nums)
+
+
+def _check_diff_inputs(args: tuple, nums: tuple, where: str) -> None:
+    for k in nums:
+        for x in tree_flatten(args[k])[0]:
+            dt = get_aval(x).dtype if isinstance(x, (Tracer, np.ndarray, np.generic, bool, int,
+                                                     float, complex)) else None
+            if dt is None:
+                raise TypeError(f"{where}: argument {k} contains a value of type "
+                                f"{type(x).__name__}, which cannot be differentiated; pass arrays "
+                                "(or pytrees of arrays), and mark other arguments static or leave "
+                                "them out of argnums")
+            if dt.kind not in "f":
+                raise TypeError(f"{where} requires real-valued floating-point inputs, but argument "
+                                f"{k} has dtype {dt}. Convert it with x.astype(float) (or "
+                                "np.float32/np.float64), or differentiate with respect to other "
+                                "arguments via argnums.")
+
+
+def _partial(fun: Callable, args: tuple, nums: tuple) -> Callable:
+    def f(*dyn: Any) -> Any:
+        full = list(args)
+        for k, d in zip(nums, dyn):
+            full[k] = d
+        return fun(*full)
+    return f
+
+
+def value_and_grad(fun: Callable, argnums: int | Sequence[int] = 0,
+                   has_aux: bool = False) -> Callable:
+    """``fun``'s value and its gradient with respect to argument(s) ``argnums``.
+
+    Returns ``(value, grad)``, or ``((value, aux), grad)`` with ``has_aux=True``.
+    """
+    return _value_and_grad(fun, argnums, has_aux, "value_and_grad")
+
+
+def _value_and_grad(fun: Callable, argnums: int | Sequence[int], has_aux: bool,
+                    where: str) -> Callable:
+    def vg(*args: Any, **kwargs: Any) -> Any:
+        nums = _argnums_tuple(argnums, len(args), where)
+        _check_diff_inputs(args, nums, where)
+        f = _partial(lambda *a: fun(*a, **kwargs), args, nums)
+        res = vjp(f, *[args[k] for k in nums], has_aux=has_aux)
+        out, pullback = res[0], res[1]
+        aval = get_aval(out) if not isinstance(out, (tuple, list, dict)) else None
+        if aval is None or aval.shape != () or aval.dtype.kind != "f":
+            desc = (f"shape {aval.shape} and dtype {aval.dtype}" if aval is not None
+                    else f"a {type(out).__name__}")
+            raise TypeError(f"{where} requires fun to return a real scalar (a 0-d floating-point "
+                            f"array), but it returned {desc}. For non-scalar outputs use "
+                            "fg.jacrev (the full Jacobian) or fg.vjp (a vector-Jacobian product)"
+                            + (", and has_aux=True to return extra values" if not has_aux else ""))
+        g = pullback(np.ones((), aval.dtype))
+        g = g[0] if isinstance(argnums, int) else tuple(g)
+        return ((out, res[2]), g) if has_aux else (out, g)
+    vg.__name__ = f"value_and_grad({getattr(fun, '__name__', 'fun')})"
+    vg.__doc__ = fun.__doc__
+    return vg
+
+
+def grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+    """The gradient of scalar-valued ``fun`` with respect to argument(s) ``argnums``.
+
+    The result has the pytree structure (and dtypes) of the differentiated
+    argument; with a tuple ``argnums`` it is a tuple of such gradients.
+    """
+    vg = _value_and_grad(fun, argnums, has_aux, "grad")
+
+    def g(*args: Any, **kwargs: Any) -> Any:
+        (val, grads) = vg(*args, **kwargs)
+        return (grads, val[1]) if has_aux else grads
+    g.__name__ = f"grad({getattr(fun, '__name__', 'fun')})"
+    g.__doc__ = fun.__doc__
+    return g
+
+
+def stop_gradient(x: Any) -> Any:
+    """``x`` unchanged, but treated as a constant by differentiation."""
+    from funcgrad.primitives.elementwise import stop_gradient_p
+    return tree_map(lambda a: bind(stop_gradient_p, a), x)
+
+
+# -------------------------------------------------------------- Jacobians ---
+
+def _std_basis(leaves: list) -> list:
+    """One batched one-hot tangent per leaf: leaf i gets shape ``(N,) + leaf.shape``."""
+    sizes = [int(np.prod(shape_of(x), dtype=np.int64)) for x in leaves]
+    n = sum(sizes)
+    out, start = [], 0
+    for x, s in zip(leaves, sizes):
+        b = np.zeros((n, s), dtype_of(x))
+        b[np.arange(start, start + s), np.arange(s)] = 1
+        out.append(b.reshape((n,) + shape_of(x)))
+        start += s
+    return out
+
+
+def _split_rows(y: Any, leaves: list, axis: int) -> list:
+    """Split axis ``axis`` of ``y`` (length = total size of ``leaves``) per leaf, reshaped."""
+    from funcgrad import numpy as fnp
+    res, start = [], 0
+    ys = shape_of(y)
+    ax = axis % len(ys)
+    for x in leaves:
+        s = int(np.prod(shape_of(x), dtype=np.int64))
+        idx = (slice(None),) * ax + (slice(start, start + s),)
+        part = fnp._getitem(y, idx) if (start, s) != (0, ys[ax]) else y
+        res.append(fnp.reshape(part, ys[:ax] + shape_of(x) + ys[ax + 1:]))
+        start += s
+    return res
+
+
+def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    """The Jacobian by forward mode: one batched ``jvp`` over the input's standard basis.
+
+    Output shape per leaf: ``out.shape + in.shape``.
+    """
+    from funcgrad.batching import vmap
+
+    def jac(*args: Any) -> Any:
+        nums = _argnums_tuple(argnums, len(args), "jacfwd")
+        _check_diff_inputs(args, nums, "jacfwd")
+        f = _partial(fun, args, nums)
+        dyn = tuple(args[k] for k in nums)
+        flat_in, in_tree = tree_flatten(dyn)
+        basis = _std_basis(flat_in)
+
+        def push(*ts: Any) -> Any:
+            return jvp(f, dyn, tree_unflatten(in_tree, ts))[1]
+        out_t = vmap(push, in_axes=0, out_axes=-1)(*basis)
+        out_flat, out_tree = tree_flatten(out_t)
+        per_out = [tree_unflatten(in_tree, _split_rows(y, flat_in, -1)) for y in out_flat]
+        if isinstance(argnums, int):
+            per_out = [p[0] for p in per_out]
+        return tree_unflatten(out_tree, per_out)
+    return jac
+
+
+def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    """The Jacobian by reverse mode: one ``vmap`` of the pullback over the output's basis."""
+    from funcgrad.batching import vmap
+
+    def jac(*args: Any) -> Any:
+        nums = _argnums_tuple(argnums, len(args), "jacrev")
+        _check_diff_inputs(args, nums, "jacrev")
+        f = _partial(fun, args, nums)
+        dyn = tuple(args[k] for k in nums)
+        y, pullback = vjp(f, *dyn)
+        flat_out, out_tree = tree_flatten(y)
+        basis = _std_basis(flat_out)
+        cts = vmap(lambda *c: pullback(tree_unflatten(out_tree, c)))(*basis)
+        flat_ct, in_tree = tree_flatten(cts)           # leaves: (M,) + in.shape
+        # per input leaf, split the leading M axis per output leaf
+        split = [_split_rows(g, flat_out, 0) for g in flat_ct]
+        per_out = []
+        for j in range(len(flat_out)):
+            tree = tree_unflatten(in_tree, [s[j] for s in split])
+            per_out.append(tree[0] if isinstance(argnums, int) else tree)
+        return tree_unflatten(out_tree, per_out)
+    return jac
+
+
+def hessian(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    """The Hessian of scalar ``fun``: ``jacfwd(jacrev(fun))``."""
+    return jacfwd(jacrev(fun, argnums), argnums)

@@ -1,0 +1,421 @@
+"""Trace machinery: abstract values, primitives, ``bind``, traces and tracers.
+
+funcgrad uses a *stack of trace levels*, as in Autodidax.  Every running
+transformation (``jvp``, ``vjp``/``grad``, ``vmap``, ``make_jaxpr``/``jit``) owns
+a :class:`Trace` with a ``level``: its position on a per-thread stack.  A tracer
+belongs to exactly one trace.  When a primitive is applied, :func:`bind` picks
+the trace with the highest level among the arguments and lets it interpret the
+primitive; that interpretation binds the primitive again on the unwrapped
+values, which reaches the next trace down, and so on until plain NumPy runs.
+Values from lower levels are constants to a higher trace, so two nested
+transformations of the same kind (grad of grad) never confuse their tangents.
+
+When a transformation returns it marks its trace dead; a tracer of a dead
+trace used later raises :class:`LeakedTracerError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "ShapedArray", "get_aval", "Primitive", "bind", "Trace", "Tracer",
+    "ConcretizationError", "LeakedTracerError", "new_trace", "to_concrete",
+]
+
+
+# ----------------------------------------------------------------- errors ---
+
+class ConcretizationError(Exception):
+    """A Python-level decision (``if``, ``bool``, ``int``) needed a traced value."""
+
+
+class LeakedTracerError(Exception):
+    """A tracer was used after the transformation that created it returned."""
+
+
+# ---------------------------------------------------------- abstract values ---
+
+_SCALAR_TYPES = (bool, int, float, complex)
+_ARRAY_TYPES = (np.ndarray, np.generic)
+
+
+class ShapedArray:
+    """The abstract value of an array: its shape and dtype.
+
+    ``weak_type`` marks values that came from Python scalars: like NumPy (NEP 50)
+    they take the dtype of the array they are combined with.
+    """
+
+    __slots__ = ("shape", "dtype", "weak_type")
+
+    def __init__(self, shape: tuple, dtype: Any, weak_type: bool = False):
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.weak_type = weak_type
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def str_short(self) -> str:
+        return f"{_short_dtype(self.dtype)}[{','.join(map(str, self.shape))}]"
+
+    def __repr__(self) -> str:
+        return f"ShapedArray({self.str_short()})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ShapedArray) and self.shape == other.shape
+                and self.dtype == other.dtype)
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.dtype))
+
+
+_DTYPE_SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64",
+                "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8",
+                "bool": "bool", "complex128": "c128", "complex64": "c64"}
+
+
+def _short_dtype(dtype: np.dtype) -> str:
+    return _DTYPE_SHORT.get(dtype.name, dtype.name)
+
+
+def valid_value(x: Any) -> bool:
+    """True for the values funcgrad accepts as array data."""
+    return isinstance(x, (Tracer,) + _ARRAY_TYPES + _SCALAR_TYPES)
+
+
+def get_aval(x: Any) -> ShapedArray:
+    """The abstract value (shape, dtype) of a tracer, array or scalar."""
+    if isinstance(x, Tracer):
+        return x.aval
+    if isinstance(x, _ARRAY_TYPES):
+        return ShapedArray(x.shape, x.dtype)
+    if isinstance(x, _SCALAR_TYPES):
+        return ShapedArray((), np.result_type(type(x)), weak_type=True)
+    raise TypeError(f"value of type {type(x).__name__} is not an array: funcgrad "
+                    "works on NumPy arrays, NumPy scalars and Python numbers")
+
+
+def dtype_of(x: Any) -> np.dtype:
+    d = getattr(x, "dtype", None)
+    return d if d is not None else np.result_type(type(x))
+
+
+def is_float(x: Any) -> bool:
+    """True if ``x`` holds inexact (differentiable) data."""
+    d = getattr(x, "dtype", None)
+    if d is not None:
+        return d.kind in "fc"
+    return isinstance(x, (float, complex))
+
+
+# -------------------------------------------------------------- primitives ---
+
+class Primitive:
+    """An operation funcgrad knows how to evaluate, trace and transform.
+
+    Every primitive is declared once (in ``funcgrad/primitives/``) with:
+
+    - ``impl``: the NumPy implementation, called on concrete arrays;
+    - ``abstract_eval``: the shape/dtype rule, ``(*avals, **params) -> aval``;
+    - ``jvp``: forward-mode rule ``(primals, tangents, **params) -> (out, t_out)``
+      where a tangent of ``None`` means zero;
+    - ``vjp``: reverse-mode rule ``(ct, out, primals, needed, **params)`` giving
+      one cotangent per primal (``None`` where not needed);
+    - ``batch``: vmap rule ``(args, bdims, **params) -> (out, out_bdim)``;
+    - ``zero_derivative=True`` instead of the two AD rules for operations whose
+      derivative is zero almost everywhere (comparisons, sign, argmax, ...).
+
+    The rules are written with primitives themselves, so derivatives can be
+    traced, batched and differentiated again.
+    """
+
+    def __init__(self, name: str, impl: Callable, abstract_eval: Callable | None = None):
+        self.name = name
+        self.impl = impl
+        self.abstract_eval = abstract_eval
+        self.jvp: Callable | None = None
+        self.vjp: Callable | None = None
+        self.batch: Callable | None = None
+        self.zero_derivative = False
+        self.codegen: str | None = None   # optional Python expression template for jit
+
+    def bind(self, *args: Any, **params: Any) -> Any:
+        return bind(self, *args, **params)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
+    """Apply ``prim``: hand it to the highest-level trace among ``args``.
+
+    With no tracer among the arguments this is just the NumPy implementation,
+    which is the eager fast path (no thread-local lookup, no validation).
+    """
+    top = None
+    for a in args:
+        if isinstance(a, Tracer):
+            t = a._trace
+            if not t.alive:
+                raise _leak_error(t)
+            if top is None or t.level > top.level:
+                top = t
+            elif t is not top and t.level == top.level:
+                raise LeakedTracerError(
+                    f"{prim.name}: mixes tracers of two different {t.name} transformations "
+                    "at the same level; a tracer escaped from one transformation into "
+                    "another (leaked tracer). Return values out of transformed functions "
+                    "instead of storing tracers in outside variables.")
+    if top is None:
+        try:
+            return prim.impl(*args, **params)
+        except Exception as e:   # turn NumPy's message into one that names the op
+            raise _op_error(prim, args, params, e) from None
+    return top.process_primitive(prim, args, params)
+
+
+def _op_error(prim: Primitive, args: tuple, params: dict, err: Exception) -> Exception:
+    for i, a in enumerate(args):
+        if not valid_value(a):
+            return TypeError(
+                f"{prim.name}: argument {i} has unsupported type {type(a).__name__}; "
+                "funcgrad operations take NumPy arrays, NumPy scalars or Python numbers")
+    if prim.abstract_eval is not None:
+        try:
+            prim.abstract_eval(*[get_aval(a) for a in args], **params)
+        except (TypeError, ValueError, IndexError) as e:
+            return e
+    shapes = ", ".join(str(np.shape(a)) for a in args)
+    return type(err)(f"{prim.name} failed on arguments with shapes {shapes}: {err}")
+
+
+def _leak_error(trace: "Trace") -> LeakedTracerError:
+    return LeakedTracerError(
+        f"leaked tracer: a tracer of a {trace.name} transformation was used after that "
+        "transformation returned (for example it was stored in a global variable or "
+        "a list outside the function). Transformed functions must return every value "
+        "they compute; pass values in as arguments and return them as outputs instead.")
+
+
+# ------------------------------------------------------- traces and tracers ---
+
+class _TraceState(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[Trace] = []
+
+
+_state = _TraceState()
+
+
+class Trace:
+    """One running transformation.  Subclasses implement ``process_primitive``."""
+
+    name = "trace"
+
+    def __init__(self, level: int):
+        self.level = level
+        self.alive = True
+
+    def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
+        raise NotImplementedError
+
+    def own(self, x: Any) -> bool:
+        return isinstance(x, Tracer) and x._trace is self
+
+
+@contextmanager
+def new_trace(cls: type, *args: Any, **kwargs: Any):
+    """Push a new trace of class ``cls`` on this thread's stack for a ``with`` body."""
+    stack = _state.stack
+    trace = cls(len(stack) + 1, *args, **kwargs)
+    stack.append(trace)
+    try:
+        yield trace
+    finally:
+        stack.pop()
+        trace.alive = False
+
+
+def _facade():
+    from funcgrad import numpy as fnp
+    return fnp
+
+
+class Tracer:
+    """A stand-in for an array during tracing; behaves like a NumPy array."""
+
+    __slots__ = ("_trace",)
+    __array_priority__ = 1000
+
+    @property
+    def aval(self) -> ShapedArray:
+        raise NotImplementedError
+
+    def concrete(self) -> Any:
+        """The concrete value, where the transformation has one (grad, jvp)."""
+        raise ConcretizationError(self._concretization_message("its value"))
+
+    def _concretization_message(self, what: str) -> str:
+        trace = self._trace
+        if not trace.alive:
+            return str(_leak_error(trace))
+        hint = ("under vmap each example has its own value, so no single Python value "
+                "exists" if trace.name == "vmap" else
+                "under jit/make_jaxpr only shapes and dtypes are known while tracing")
+        return (f"{trace.name}: {what} is needed as a concrete Python value, but the "
+                f"argument is traced (abstract value {self.aval.str_short()}); {hint}. "
+                "Fixes: use fnp.where(cond, a, b) instead of `if`/`and`/`or` on array "
+                "values, or mark the argument static with static_argnums=... so that its "
+                "value is known while tracing.")
+
+    # shape properties
+    shape = property(lambda self: self.aval.shape)
+    dtype = property(lambda self: self.aval.dtype)
+    ndim = property(lambda self: len(self.aval.shape))
+    size = property(lambda self: self.aval.size)
+
+    def __len__(self) -> int:
+        shape = self.aval.shape
+        if not shape:
+            raise TypeError("len() of unsized object (a 0-d traced array)")
+        return shape[0]
+
+    def __iter__(self):
+        shape = self.aval.shape
+        if not shape:
+            raise TypeError("iteration over a 0-d traced array")
+        return (self[i] for i in range(shape[0]))
+
+    # Python conversions need concrete values
+    def __bool__(self) -> bool:
+        return bool(self._concrete_for("bool(x), `if x` or `while x`"))
+
+    def __int__(self) -> int:
+        return int(self._concrete_for("int(x)"))
+
+    def __float__(self) -> float:
+        return float(self._concrete_for("float(x)"))
+
+    def __index__(self) -> int:
+        return int(self._concrete_for("using x as an index or size"))
+
+    def item(self) -> Any:
+        return self._concrete_for("x.item()").item()
+
+    def tolist(self) -> Any:
+        return np.asarray(self._concrete_for("x.tolist()")).tolist()
+
+    def _concrete_for(self, what: str) -> Any:
+        if not self._trace.alive:
+            raise _leak_error(self._trace)
+        try:
+            return to_concrete(self)
+        except ConcretizationError:
+            raise ConcretizationError(self._concretization_message(what)) from None
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if not self._trace.alive:
+            raise _leak_error(self._trace)
+        raise TypeError(
+            f"a traced array ({self.aval.str_short()}, under {self._trace.name}) cannot be "
+            "converted to a NumPy array: inside transformed functions use funcgrad.numpy "
+            "(import funcgrad.numpy as fnp) instead of numpy functions that are not ufuncs.")
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        fn = getattr(_facade(), "_UFUNCS", {}).get(ufunc.__name__)
+        if method != "__call__" or fn is None or kwargs:
+            raise TypeError(
+                f"numpy.{ufunc.__name__}{'' if method == '__call__' else '.' + method} is not "
+                "supported on traced arrays; use the funcgrad.numpy function of the same name.")
+        return fn(*inputs)
+
+    def __hash__(self) -> int:
+        raise TypeError("traced arrays are not hashable (they have no concrete value); "
+                        "pass hashable values as static_argnums instead")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}<{self._trace.name}>({self.aval.str_short()})"
+
+    # operators: all defined via the funcgrad.numpy facade
+    def __neg__(self): return _facade().negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return _facade().abs(self)
+    def __add__(self, o): return _facade().add(self, o)
+    def __radd__(self, o): return _facade().add(o, self)
+    def __sub__(self, o): return _facade().subtract(self, o)
+    def __rsub__(self, o): return _facade().subtract(o, self)
+    def __mul__(self, o): return _facade().multiply(self, o)
+    def __rmul__(self, o): return _facade().multiply(o, self)
+    def __truediv__(self, o): return _facade().divide(self, o)
+    def __rtruediv__(self, o): return _facade().divide(o, self)
+    def __pow__(self, o): return _facade().power(self, o)
+    def __rpow__(self, o): return _facade().power(o, self)
+    def __matmul__(self, o): return _facade().matmul(self, o)
+    def __rmatmul__(self, o): return _facade().matmul(o, self)
+    def __lt__(self, o): return _facade().less(self, o)
+    def __le__(self, o): return _facade().less_equal(self, o)
+    def __gt__(self, o): return _facade().greater(self, o)
+    def __ge__(self, o): return _facade().greater_equal(self, o)
+    def __eq__(self, o): return _facade().equal(self, o)  # type: ignore[override]
+    def __ne__(self, o): return _facade().not_equal(self, o)  # type: ignore[override]
+    def __and__(self, o): return _facade().logical_and(self, o)
+    def __rand__(self, o): return _facade().logical_and(o, self)
+    def __or__(self, o): return _facade().logical_or(self, o)
+    def __ror__(self, o): return _facade().logical_or(o, self)
+    def __invert__(self): return _facade().logical_not(self)
+    def __getitem__(self, idx): return _facade()._getitem(self, idx)
+
+    @property
+    def T(self): return _facade().transpose(self)
+
+    @property
+    def at(self): return _facade()._IndexUpdateHelper(self)
+
+    def sum(self, axis=None, keepdims=False): return _facade().sum(self, axis, keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False): return _facade().mean(self, axis, keepdims=keepdims)
+    def max(self, axis=None, keepdims=False): return _facade().max(self, axis, keepdims=keepdims)
+    def min(self, axis=None, keepdims=False): return _facade().min(self, axis, keepdims=keepdims)
+    def prod(self, axis=None, keepdims=False): return _facade().prod(self, axis, keepdims=keepdims)
+    def var(self, axis=None, keepdims=False): return _facade().var(self, axis, keepdims=keepdims)
+    def std(self, axis=None, keepdims=False): return _facade().std(self, axis, keepdims=keepdims)
+    def argmax(self, axis=None): return _facade().argmax(self, axis)
+    def argmin(self, axis=None): return _facade().argmin(self, axis)
+    def ravel(self): return _facade().ravel(self)
+    def flatten(self): return _facade().ravel(self)
+    def squeeze(self, axis=None): return _facade().squeeze(self, axis)
+    def dot(self, o): return _facade().dot(self, o)
+    def clip(self, a_min=None, a_max=None): return _facade().clip(self, a_min, a_max)
+    def astype(self, dtype): return _facade().astype(self, dtype)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _facade().reshape(self, shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _facade().transpose(self, axes or None)
+
+
+def to_concrete(x: Any) -> Any:
+    """The concrete value of ``x``, unwrapping tracers that know their value."""
+    while isinstance(x, Tracer):
+        x = x.concrete()
+    return x
+
+
+def current_traces() -> list[Trace]:
+    """This thread's active traces, lowest level first (for tests and debugging)."""
+    return list(_state.stack)

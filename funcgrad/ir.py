@@ -1,0 +1,317 @@
+"""The graph IR: a typed, jaxpr-like program, how to build it by tracing, and how to run it.
+
+A :class:`Jaxpr` has input variables, constants (arrays the function closed
+over), literals (Python scalars, stored inline), a list of equations
+(``outputs = primitive[params] inputs``) and output atoms.  It is built by
+running the user's function on :class:`JaxprTracer` s: each primitive applied
+to a tracer appends one equation instead of computing anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from funcgrad.core import (
+    Primitive, ShapedArray, Trace, Tracer, bind, get_aval, new_trace, valid_value)
+from funcgrad.tree_util import PyTreeDef, tree_flatten, tree_unflatten
+
+__all__ = ["Var", "Literal", "Eqn", "Jaxpr", "make_jaxpr", "eval_jaxpr", "trace_to_jaxpr"]
+
+
+class Var:
+    """A value produced inside the graph (an input, a constant or an equation output)."""
+
+    __slots__ = ("aval",)
+
+    def __init__(self, aval: ShapedArray):
+        self.aval = aval
+
+    def __repr__(self) -> str:
+        return f"Var({self.aval.str_short()})"
+
+
+class Literal:
+    """A Python or NumPy scalar stored inline in an equation."""
+
+    __slots__ = ("val", "aval")
+
+    def __init__(self, val: Any, aval: ShapedArray):
+        self.val = val
+        self.aval = aval
+
+    def __repr__(self) -> str:
+        return f"Literal({self.val!r})"
+
+
+Atom = Var | Literal
+
+
+class Eqn:
+    """One equation: ``outputs = primitive[params](*inputs)``."""
+
+    __slots__ = ("primitive", "inputs", "outputs", "params")
+
+    def __init__(self, primitive: Primitive, inputs: list, outputs: list, params: dict):
+        self.primitive = primitive
+        self.inputs = inputs
+        self.outputs = outputs
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"Eqn({self.primitive.name}, {len(self.inputs)} inputs)"
+
+
+class Jaxpr:
+    """A traced program.  ``str(jaxpr)`` gives the readable listing."""
+
+    def __init__(self, constvars: list[Var], consts: list, invars: list[Var], eqns: list[Eqn],
+                 outvars: list, in_tree: PyTreeDef | None = None, out_tree: PyTreeDef | None = None):
+        self.constvars = constvars
+        self.consts = consts
+        self.invars = invars
+        self.eqns = eqns
+        self.outvars = outvars
+        self.in_tree = in_tree
+        self.out_tree = out_tree
+
+    @property
+    def in_avals(self) -> list[ShapedArray]:
+        return [v.aval for v in self.invars]
+
+    @property
+    def out_avals(self) -> list[ShapedArray]:
+        return [v.aval for v in self.outvars]
+
+    def replace(self, **changes: Any) -> "Jaxpr":
+        fields = dict(constvars=self.constvars, consts=self.consts, invars=self.invars,
+                      eqns=self.eqns, outvars=self.outvars, in_tree=self.in_tree,
+                      out_tree=self.out_tree)
+        fields.update(changes)
+        return Jaxpr(**fields)
+
+    def __str__(self) -> str:
+        return pretty_print(self)
+
+    __repr__ = __str__
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython
+        p.text(str(self))
+
+
+# ---------------------------------------------------------------- printing ---
+
+def _names() -> Callable[[Var], str]:
+    table: dict[int, str] = {}
+
+    def name(v: Var) -> str:
+        key = id(v)
+        if key not in table:
+            n, s = len(table), ""
+            while True:
+                s = chr(ord("a") + n % 26) + s
+                n = n // 26 - 1
+                if n < 0:
+                    break
+            table[key] = s
+        return table[key]
+    return name
+
+
+def _fmt_index(index: tuple) -> str:
+    parts = []
+    for c in index:
+        if c[0] == "s":
+            a, b, s = ("" if v is None else str(v) for v in c[1:])
+            parts.append(f"{a}:{b}" + (f":{s}" if s else ""))
+        elif c[0] == "i":
+            parts.append(str(c[1]))
+        elif c[0] == "n":
+            parts.append("None")
+        else:
+            parts.append(f"#{c[1]}")
+    return "[" + ", ".join(parts) + "]"
+
+
+def _fmt_param(k: str, v: Any) -> str:
+    if k == "index":
+        return f"index={_fmt_index(v)}"
+    if isinstance(v, np.dtype):
+        return f"{k}={v.name}"
+    return f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+
+
+def _fmt_atom(a: Atom, name: Callable) -> str:
+    if isinstance(a, Literal):
+        v = a.val
+        return repr(v.item() if isinstance(v, np.generic) else v)
+    return name(a)
+
+
+def pretty_print(jaxpr: Jaxpr) -> str:
+    name = _names()
+    decl = lambda v: f"{name(v)}:{v.aval.str_short()}"  # noqa: E731
+    head = "{ lambda " + " ".join(decl(v) for v in jaxpr.constvars) + "; " + \
+        " ".join(decl(v) for v in jaxpr.invars) + ". let"
+    lines = [head]
+    for e in jaxpr.eqns:
+        params = " ".join(_fmt_param(k, v) for k, v in sorted(e.params.items()))
+        prim = e.primitive.name + (f"[{params}]" if params else "")
+        outs = " ".join(decl(v) for v in e.outputs)
+        ins = " ".join(_fmt_atom(a, name) for a in e.inputs)
+        lines.append(f"    {outs} = {prim} {ins}")
+    outs = ", ".join(_fmt_atom(a, name) for a in jaxpr.outvars)
+    lines.append(f"  in ({outs}{',' if len(jaxpr.outvars) == 1 else ''}) }}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------- tracing ---
+
+class JaxprTracer(Tracer):
+    __slots__ = ("aval", "var")
+
+    def __init__(self, trace: "JaxprTrace", aval: ShapedArray, var: Var):
+        self._trace = trace
+        self.aval = aval
+        self.var = var
+
+    shape = property(lambda self: self.aval.shape)
+    dtype = property(lambda self: self.aval.dtype)
+
+
+class JaxprTrace(Trace):
+    """Records every primitive applied to its tracers as an equation."""
+
+    name = "jit/make_jaxpr"
+
+    def __init__(self, level: int, name: str | None = None):
+        super().__init__(level)
+        if name:
+            self.name = name
+        self.eqns: list[Eqn] = []
+        self.constvars: list[Var] = []
+        self.consts: list = []
+        self._const_ids: dict[int, Var] = {}
+
+    def new_arg(self, aval: ShapedArray) -> JaxprTracer:
+        return JaxprTracer(self, aval, Var(aval))
+
+    def atom(self, x: Any, prim_name: str = "", i: int = 0) -> Atom:
+        """The graph atom for ``x``: its variable, a literal, or a captured constant."""
+        if isinstance(x, JaxprTracer) and x._trace is self:
+            return x.var
+        if isinstance(x, (bool, int, float, complex)) or (isinstance(x, np.generic)):
+            return Literal(x, get_aval(x))
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        if not valid_value(x):
+            raise TypeError(f"{prim_name}: argument {i} has unsupported type {type(x).__name__}; "
+                            "funcgrad operations take NumPy arrays, NumPy scalars or Python numbers")
+        v = self._const_ids.get(id(x))
+        if v is None:
+            v = Var(get_aval(x))
+            self._const_ids[id(x)] = v
+            self.constvars.append(v)
+            self.consts.append(x)
+        return v
+
+    def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
+        inputs = [self.atom(a, prim.name, i) for i, a in enumerate(args)]
+        aval = prim.abstract_eval(*[a.aval for a in inputs], **params)
+        out = Var(aval)
+        self.eqns.append(Eqn(prim, inputs, [out], params))
+        return JaxprTracer(self, aval, out)
+
+
+def _check_leaf(x: Any, where: str, i: int) -> Any:
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x)
+    if not valid_value(x):
+        raise TypeError(f"{where}: argument leaf {i} has unsupported type {type(x).__name__}; "
+                        "transformed functions take NumPy arrays, Python numbers and pytrees "
+                        "(tuples, lists, dicts) of them. Mark other arguments static with "
+                        "static_argnums.")
+    return x
+
+
+def trace_to_jaxpr(fun: Callable, in_avals: Sequence[ShapedArray], in_tree: PyTreeDef,
+                   name: str = "make_jaxpr") -> Jaxpr:
+    """Trace ``fun`` (taking the pytree ``in_tree`` of arrays with ``in_avals``) into a Jaxpr."""
+    with new_trace(JaxprTrace, name) as trace:
+        tracers = [trace.new_arg(a) for a in in_avals]
+        out = fun(*tree_unflatten(in_tree, tracers))
+        out_flat, out_tree = tree_flatten(out)
+        outvars = [trace.atom(_check_leaf(o, f"{name} output", i), "output", i)
+                   for i, o in enumerate(out_flat)]
+    return Jaxpr(trace.constvars, trace.consts, [t.var for t in tracers], trace.eqns, outvars,
+                 in_tree, out_tree)
+
+
+def split_static(args: tuple, static_argnums: tuple, where: str) -> tuple[tuple, Callable]:
+    """Split ``args`` into dynamic ones and a function re-inserting the static ones."""
+    n = len(args)
+    static = set()
+    for k in static_argnums:
+        if not -n <= k < n:
+            raise ValueError(f"{where}: static_argnums {static_argnums} out of range for "
+                             f"{n} positional arguments")
+        static.add(k % n)
+    dyn = tuple(a for i, a in enumerate(args) if i not in static)
+
+    def merge(dyn_args: tuple) -> tuple:
+        it = iter(dyn_args)
+        return tuple(args[i] if i in static else next(it) for i in range(n))
+    return dyn, merge
+
+
+def _static_tuple(static_argnums: int | Sequence[int]) -> tuple:
+    return (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+
+
+def make_jaxpr(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable[..., Jaxpr]:
+    """``make_jaxpr(f)(*args)`` traces ``f`` at ``args``' shapes and dtypes into a graph."""
+    static_argnums = _static_tuple(static_argnums)
+
+    def traced(*args: Any) -> Jaxpr:
+        dyn, merge = split_static(args, static_argnums, "make_jaxpr")
+        flat, in_tree = tree_flatten(dyn)
+        flat = [_check_leaf(x, "make_jaxpr", i) for i, x in enumerate(flat)]
+        return trace_to_jaxpr(lambda *d: fun(*merge(d)), [get_aval(x) for x in flat], in_tree)
+    return traced
+
+
+# ------------------------------------------------------------- evaluation ---
+
+def eval_jaxpr_flat(jaxpr: Jaxpr, consts: Sequence, args: Sequence) -> list:
+    """Run ``jaxpr`` on flat lists of constants and arguments; returns flat outputs.
+
+    Uses :func:`bind`, so evaluating a graph under another transformation
+    transforms it.  A plain loop: no recursion however long the graph.
+    """
+    env: dict[Var, Any] = {}
+    for v, x in zip(jaxpr.constvars, consts):
+        env[v] = x
+    for v, x in zip(jaxpr.invars, args):
+        env[v] = x
+    for e in jaxpr.eqns:
+        vals = [env[a] if type(a) is Var else a.val for a in e.inputs]
+        env[e.outputs[0]] = bind(e.primitive, *vals, **e.params)
+    return [env[a] if type(a) is Var else a.val for a in jaxpr.outvars]
+
+
+def eval_jaxpr(jaxpr: Jaxpr, *args: Any) -> Any:
+    """Run a graph on arguments shaped like the ones it was traced with."""
+    flat, tree = tree_flatten(args)
+    if len(flat) != len(jaxpr.invars):
+        raise ValueError(f"eval_jaxpr: the graph takes {len(jaxpr.invars)} input arrays, "
+                         f"got {len(flat)}")
+    for i, (x, v) in enumerate(zip(flat, jaxpr.invars)):
+        shape = x.shape if isinstance(x, Tracer) else np.shape(x)
+        if shape != v.aval.shape:
+            raise ValueError(f"eval_jaxpr: input {i} has shape {shape}, the graph expects "
+                             f"{v.aval.shape}")
+    out = eval_jaxpr_flat(jaxpr, jaxpr.consts, flat)
+    if jaxpr.out_tree is None:
+        return out
+    return tree_unflatten(jaxpr.out_tree, out)

@@ -1,0 +1,608 @@
+"""``funcgrad.numpy``: NumPy-named functions that work on arrays and tracers alike.
+
+Called on plain arrays outside any transformation, each function runs NumPy
+directly (the eager fast path in :func:`funcgrad.core.bind`).  Inside a
+transformation it applies primitives to tracers.  Most functions here are
+compositions of the small primitive set and need no derivative code.
+
+Creation functions (``zeros``, ``ones``, ``eye``, ``arange``, ``linspace``)
+take static sizes and return NumPy arrays; the ``*_like`` functions read only
+the shape and dtype of their argument, so they give constants too.
+"""
+
+from __future__ import annotations
+
+import builtins
+import operator
+import numpy as _np
+
+from funcgrad.core import ConcretizationError, Tracer, bind, dtype_of, to_concrete
+from funcgrad.primitives import elementwise as _ew
+from funcgrad.primitives import indexing as _ix
+from funcgrad.primitives import linalg as _la
+from funcgrad.primitives import reduce as _red
+from funcgrad.primitives import shape as _sh
+from funcgrad.primitives._base import shape_of as _shape_of
+
+# dtypes and constants, so code written against numpy keeps working
+float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
+float16, int8, int16, uint8 = _np.float16, _np.int8, _np.int16, _np.uint8
+pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
+ndarray = _np.ndarray
+dtype = _np.dtype
+
+_add_p, _sub_p, _mul_p, _div_p = _ew.add_p, _ew.sub_p, _ew.mul_p, _ew.div_p
+
+
+# ----------------------------------------------------------- elementwise ---
+def add(x, y): return bind(_add_p, x, y)
+def subtract(x, y): return bind(_sub_p, x, y)
+def multiply(x, y): return bind(_mul_p, x, y)
+def divide(x, y): return bind(_div_p, x, y)
+def negative(x): return bind(_ew.neg_p, x)
+def power(x, y): return bind(_ew.pow_p, x, y)
+def square(x): return bind(_mul_p, x, x)
+def sqrt(x): return bind(_ew.sqrt_p, x)
+def exp(x): return bind(_ew.exp_p, x)
+def log(x): return bind(_ew.log_p, x)
+def log1p(x): return bind(_ew.log1p_p, x)
+def expm1(x): return bind(_ew.expm1_p, x)
+def sin(x): return bind(_ew.sin_p, x)
+def cos(x): return bind(_ew.cos_p, x)
+def tan(x): return bind(_ew.tan_p, x)
+def tanh(x): return bind(_ew.tanh_p, x)
+def arctan(x): return bind(_ew.arctan_p, x)
+def sinh(x): return bind(_ew.sinh_p, x)
+def cosh(x): return bind(_ew.cosh_p, x)
+def abs(x): return bind(_ew.abs_p, x)  # noqa: A001
+def sign(x): return bind(_ew.sign_p, x)
+def floor(x): return bind(_ew.floor_p, x)
+def maximum(x, y): return bind(_ew.max_p, x, y)
+def minimum(x, y): return bind(_ew.min_p, x, y)
+def equal(x, y): return bind(_ew.eq_p, x, y)
+def not_equal(x, y): return bind(_ew.ne_p, x, y)
+def less(x, y): return bind(_ew.lt_p, x, y)
+def less_equal(x, y): return bind(_ew.le_p, x, y)
+def greater(x, y): return bind(_ew.gt_p, x, y)
+def greater_equal(x, y): return bind(_ew.ge_p, x, y)
+def logical_and(x, y): return bind(_ew.and_p, x, y)
+def logical_or(x, y): return bind(_ew.or_p, x, y)
+def logical_not(x): return bind(_ew.not_p, x)
+def isfinite(x): return bind(_ew.isfinite_p, x)
+
+
+absolute = abs
+true_divide = divide
+
+
+def isnan(x):
+    """NaN test, composed: NaN is the only value not equal to itself."""
+    return not_equal(x, x)
+
+
+def where(condition, x=None, y=None):
+    """Elementwise ``x if condition else y`` (broadcasting), as ``np.where``.
+
+    The one-argument form needs a concrete condition (its output shape depends
+    on the values), so it is not available under jit or vmap.
+    """
+    if x is None and y is None:
+        return _np.nonzero(_concrete(condition, "fnp.where(condition) with one argument"))
+    if x is None or y is None:
+        raise TypeError("fnp.where takes either one argument or three (condition, x, y)")
+    return bind(_ew.select_p, condition, x, y)
+
+
+def clip(x, a_min=None, a_max=None):
+    if a_min is None and a_max is None:
+        raise ValueError("clip: at least one of a_min and a_max must be given")
+    if a_min is not None:
+        x = maximum(x, a_min)
+    if a_max is not None:
+        x = minimum(x, a_max)
+    return x
+
+
+def logaddexp(x, y):
+    """``log(exp(x) + exp(y))`` without overflow."""
+    m = maximum(x, y)
+    d = subtract(x, y)
+    d = where(isnan(d), 0, d)   # inf - inf: both equal, the correction is log(2)
+    return add(m, log1p(exp(negative(abs(d)))))
+
+
+def astype(x, dtype):
+    return _ew.convert(x, _np.dtype(dtype))
+
+
+# ------------------------------------------------------------ reductions ---
+def _axes(x, axis, where: str) -> tuple:
+    nd = len(_shape_of(x))
+    if axis is None:
+        return tuple(range(nd))
+    axs = (axis,) if isinstance(axis, (int, _np.integer)) else tuple(axis)
+    out = []
+    for a in axs:
+        a = operator.index(a)
+        if not -nd <= a < nd:
+            raise ValueError(f"{where}: axis {a} is out of bounds for an array of rank {nd} "
+                             f"(shape {_shape_of(x)})")
+        out.append(a % nd)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{where}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001
+    return bind(_red.reduce_sum_p, x, axes=_axes(x, axis, "sum"), keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001
+    return bind(_red.reduce_max_p, x, axes=_axes(x, axis, "max"), keepdims=keepdims)
+
+
+def min(x, axis=None, keepdims=False):  # noqa: A001
+    return bind(_red.reduce_min_p, x, axes=_axes(x, axis, "min"), keepdims=keepdims)
+
+
+def prod(x, axis=None, keepdims=False):
+    return bind(_red.reduce_prod_p, x, axes=_axes(x, axis, "prod"), keepdims=keepdims)
+
+
+amax, amin = max, min
+
+
+def _count(x, axes) -> int:
+    s = _shape_of(x)
+    n = 1
+    for a in axes:
+        n *= s[a]
+    return n
+
+
+def mean(x, axis=None, keepdims=False):
+    axes = _axes(x, axis, "mean")
+    return divide(sum(x, axes, keepdims), _count(x, axes))
+
+
+def var(x, axis=None, ddof=0, keepdims=False):
+    axes = _axes(x, axis, "var")
+    d = subtract(x, mean(x, axes, keepdims=True))
+    return divide(sum(multiply(d, d), axes, keepdims), _count(x, axes) - ddof)
+
+
+def std(x, axis=None, ddof=0, keepdims=False):
+    return sqrt(var(x, axis, ddof=ddof, keepdims=keepdims))
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """``log(sum(exp(x)))`` computed stably (a primitive: the max is subtracted)."""
+    return bind(_red.logsumexp_p, x, axes=_axes(x, axis, "logsumexp"), keepdims=keepdims)
+
+
+def _argreduce(p, x, axis, keepdims, where):
+    ax = None if axis is None else _axes(x, axis, where)[0]
+    return bind(p, x, axis=ax, keepdims=keepdims)
+
+
+def argmax(x, axis=None, keepdims=False):
+    return _argreduce(_red.argmax_p, x, axis, keepdims, "argmax")
+
+
+def argmin(x, axis=None, keepdims=False):
+    return _argreduce(_red.argmin_p, x, axis, keepdims, "argmin")
+
+
+# ------------------------------------------------------------ linear algebra ---
+def matmul(a, b): return bind(_la.matmul_p, a, b)
+
+
+def dot(a, b):
+    """NumPy's ``dot``: products of scalars, matrix products, or a tensordot for N-d."""
+    na, nb = len(_shape_of(a)), len(_shape_of(b))
+    if na == 0 or nb == 0:
+        return multiply(a, b)
+    if na <= 2 and nb <= 2:
+        return matmul(a, b)
+    return tensordot(a, b, axes=([na - 1], [builtins.max(nb - 2, 0)]))
+
+
+def vdot(a, b):
+    return sum(multiply(ravel(a), ravel(b)))
+
+
+def inner(a, b):
+    na, nb = len(_shape_of(a)), len(_shape_of(b))
+    if na == 0 or nb == 0:
+        return multiply(a, b)
+    return tensordot(a, b, axes=([na - 1], [nb - 1]))
+
+
+def outer(a, b):
+    return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def tensordot(a, b, axes=2):
+    na, nb = len(_shape_of(a)), len(_shape_of(b))
+    if isinstance(axes, (int, _np.integer)):
+        ax_a = list(range(na - axes, na))
+        ax_b = list(range(axes))
+    else:
+        ax_a, ax_b = axes
+        ax_a = [ax_a] if isinstance(ax_a, (int, _np.integer)) else list(ax_a)
+        ax_b = [ax_b] if isinstance(ax_b, (int, _np.integer)) else list(ax_b)
+    if len(ax_a) != len(ax_b):
+        raise ValueError(f"tensordot: axes lists differ in length: {ax_a} and {ax_b}")
+    ax_a = [x % na for x in ax_a]
+    ax_b = [x % nb for x in ax_b]
+    for i, j in zip(ax_a, ax_b):
+        if _shape_of(a)[i] != _shape_of(b)[j]:
+            raise ValueError(f"tensordot: shape mismatch for summed axes: {_shape_of(a)} axis {i} "
+                             f"vs {_shape_of(b)} axis {j}")
+    sa = _LETTERS[:na]
+    sb = list(_LETTERS[na:na + nb])
+    for i, j in zip(ax_a, ax_b):
+        sb[j] = sa[i]
+    sb = "".join(sb)
+    out = "".join(c for k, c in enumerate(sa) if k not in ax_a) + \
+        "".join(c for k, c in enumerate(sb) if k not in ax_b)
+    return bind(_la.einsum_p, a, b, spec=f"{sa},{sb}->{out}")
+
+
+def einsum(subscripts: str, *operands):
+    """Einstein summation (explicit or implicit output); differentiable and batchable."""
+    ins, out = _la.parse_einsum(subscripts, [len(_shape_of(o)) for o in operands])
+    return bind(_la.einsum_p, *operands, spec=",".join(ins) + "->" + out)
+
+
+# ------------------------------------------------------------------ shape ---
+def reshape(x, shape, order="C"):
+    if order != "C":
+        raise NotImplementedError("reshape: only order='C' is supported")
+    shape = (shape,) if isinstance(shape, (int, _np.integer)) else tuple(shape)
+    return _sh.reshape(x, tuple(operator.index(n) for n in shape))
+
+
+def ravel(x):
+    return reshape(x, (-1,))
+
+
+def transpose(x, axes=None):
+    nd = len(_shape_of(x))
+    if axes is None:
+        perm = tuple(range(nd))[::-1]
+    else:
+        perm = tuple(operator.index(a) % nd if nd else a for a in axes)
+        if sorted(perm) != list(range(nd)):
+            raise ValueError(f"transpose: axes {tuple(axes)} do not match an array of rank {nd}")
+    return _sh.transpose(x, perm)
+
+
+def swapaxes(x, axis1, axis2):
+    nd = len(_shape_of(x))
+    a1, a2 = _axes(x, axis1, "swapaxes")[0], _axes(x, axis2, "swapaxes")[0]
+    perm = list(range(nd))
+    perm[a1], perm[a2] = perm[a2], perm[a1]
+    return _sh.transpose(x, tuple(perm))
+
+
+def moveaxis(x, source, destination):
+    nd = len(_shape_of(x))
+    src = [source] if isinstance(source, (int, _np.integer)) else list(source)
+    dst = [destination] if isinstance(destination, (int, _np.integer)) else list(destination)
+    src = [_axes(x, s, "moveaxis")[0] for s in src]
+    dst = [_axes(x, d, "moveaxis")[0] for d in dst]
+    order = [n for n in range(nd) if n not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return _sh.transpose(x, tuple(order))
+
+
+def squeeze(x, axis=None):
+    s = _shape_of(x)
+    if axis is None:
+        axes = tuple(i for i, n in enumerate(s) if n == 1)
+    else:
+        axes = _axes(x, axis, "squeeze")
+        for a in axes:
+            if s[a] != 1:
+                raise ValueError(f"squeeze: cannot select axis {a} of shape {s}: its size is not 1")
+    return _sh.reshape(x, tuple(n for i, n in enumerate(s) if i not in axes))
+
+
+def expand_dims(x, axis):
+    s = list(_shape_of(x))
+    axs = [axis] if isinstance(axis, (int, _np.integer)) else list(axis)
+    nd = len(s) + len(axs)
+    for a in sorted(int(a) % nd if -nd <= a < nd else _bad_axis(a, nd) for a in axs):
+        s.insert(a, 1)
+    return _sh.reshape(x, tuple(s))
+
+
+def _bad_axis(a, nd):
+    raise ValueError(f"expand_dims: axis {a} is out of bounds for the result of rank {nd}")
+
+
+def broadcast_to(x, shape):
+    shape = (shape,) if isinstance(shape, (int, _np.integer)) else tuple(shape)
+    return _sh.broadcast_to(x, shape)
+
+
+def atleast_1d(x):
+    return reshape(x, (1,)) if len(_shape_of(x)) == 0 else x
+
+
+def atleast_2d(x):
+    s = _shape_of(x)
+    return reshape(x, (1,) * (2 - len(s)) + s) if len(s) < 2 else x
+
+
+def concatenate(arrays, axis=0):
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("concatenate: need at least one array")
+    if axis is None:
+        arrays = [ravel(a) for a in arrays]
+        axis = 0
+    for i, a in enumerate(arrays):
+        if len(_shape_of(a)) == 0:
+            raise ValueError(f"concatenate: array {i} is 0-d; zero-dimensional arrays cannot be "
+                             "concatenated")
+    ax = _axes(arrays[0], axis, "concatenate")[0]
+    if len(arrays) == 1:
+        return arrays[0]
+    return bind(_sh.concatenate_p, *arrays, axis=ax)
+
+
+def stack(arrays, axis=0):
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("stack: need at least one array")
+    shapes = {_shape_of(a) for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"stack: all input arrays must have the same shape, got {sorted(shapes)}")
+    nd = len(_shape_of(arrays[0])) + 1
+    if not -nd <= axis < nd:
+        raise ValueError(f"stack: axis {axis} is out of bounds for the result of rank {nd}")
+    return concatenate([expand_dims(a, axis) for a in arrays], axis=axis % nd)
+
+
+def vstack(arrays):
+    return concatenate([atleast_2d(a) for a in arrays], axis=0)
+
+
+def hstack(arrays):
+    arrays = [atleast_1d(a) for a in arrays]
+    return concatenate(arrays, axis=0 if len(_shape_of(arrays[0])) == 1 else 1)
+
+
+def split(x, indices_or_sections, axis=0):
+    ax = _axes(x, axis, "split")[0]
+    n = _shape_of(x)[ax]
+    if isinstance(indices_or_sections, (int, _np.integer)):
+        k = int(indices_or_sections)
+        if k <= 0 or n % k:
+            raise ValueError(f"split: array of size {n} along axis {ax} does not split into {k} "
+                             "equal sections")
+        bounds = [i * (n // k) for i in range(k + 1)]
+    else:
+        bounds = [0] + [int(i) for i in indices_or_sections] + [n]
+    pre = (slice(None),) * ax
+    return [_getitem(x, pre + (slice(a, b),)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# --------------------------------------------------------------- creation ---
+def asarray(x, dtype=None):
+    if isinstance(x, Tracer):
+        return x if dtype is None else astype(x, dtype)
+    if isinstance(x, (list, tuple)) and any(isinstance(v, Tracer) for v in _flat(x)):
+        return stack([asarray(v, dtype) for v in x])
+    return _np.asarray(x, dtype=dtype)
+
+
+def array(x, dtype=None, copy=True):
+    if isinstance(x, Tracer) or (isinstance(x, (list, tuple))
+                                 and any(isinstance(v, Tracer) for v in _flat(x))):
+        return asarray(x, dtype)
+    return _np.array(x, dtype=dtype, copy=copy)
+
+
+def _flat(x):
+    stack_ = [x]
+    while stack_:
+        v = stack_.pop()
+        if isinstance(v, (list, tuple)):
+            stack_.extend(v)
+        else:
+            yield v
+
+
+def zeros_like(x, dtype=None):
+    return _np.zeros(_shape_of(x), dtype or dtype_of(x))
+
+
+def ones_like(x, dtype=None):
+    return _np.ones(_shape_of(x), dtype or dtype_of(x))
+
+
+def full_like(x, fill_value, dtype=None):
+    dt = _np.dtype(dtype or dtype_of(x))
+    if isinstance(fill_value, Tracer):
+        return broadcast_to(astype(fill_value, dt), _shape_of(x))
+    return _np.full(_shape_of(x), fill_value, dt)
+
+
+def zeros(shape, dtype=float):
+    return _np.zeros(shape, dtype)
+
+
+def ones(shape, dtype=float):
+    return _np.ones(shape, dtype)
+
+
+def full(shape, fill_value, dtype=None):
+    if isinstance(fill_value, Tracer):
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        return broadcast_to(fill_value if dtype is None else astype(fill_value, dtype), shape)
+    return _np.full(shape, fill_value, dtype)
+
+
+def eye(N, M=None, k=0, dtype=float):
+    return _np.eye(N, M, k, dtype=dtype)
+
+
+def arange(*args, dtype=None):
+    return _np.arange(*[operator.index(a) if isinstance(a, Tracer) else a for a in args], dtype=dtype)
+
+
+def linspace(start, stop, num=50, endpoint=True, dtype=None):
+    return _np.linspace(start, stop, num, endpoint=endpoint, dtype=dtype)
+
+
+def shape(x):
+    return _shape_of(x)
+
+
+def ndim(x):
+    return len(_shape_of(x))
+
+
+def size(x):
+    return int(_np.prod(_shape_of(x), dtype=_np.int64))
+
+
+# --------------------------------------------------------------- indexing ---
+def _concrete(x, what):
+    try:
+        return to_concrete(x)
+    except ConcretizationError:
+        raise ConcretizationError(
+            f"{what} needs concrete values: the output shape depends on them, and under "
+            "jit/make_jaxpr/vmap they are not known. Use fnp.where(mask, x, 0) to keep the shape "
+            "fixed, or compute the mask outside the transformed function.") from None
+
+
+def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list]:
+    """User index -> (static index tuple, index arrays) for the gather/scatter primitives."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    items: list = []
+    for c in idx:
+        if isinstance(c, list):
+            c = _np.asarray(c)
+            if c.dtype == _np.float64 and c.size == 0:
+                c = c.astype(_np.intp)
+        if isinstance(c, Tracer) and c.dtype == _np.bool_:
+            c = _concrete(c, "boolean mask indexing x[mask]")
+        if isinstance(c, _np.ndarray) and c.dtype == _np.bool_:
+            if c.ndim == 0:
+                raise IndexError("indexing with a 0-d boolean is not supported; use fnp.where")
+            items.extend(_np.nonzero(c))
+            continue
+        items.append(c)
+    n_ell = builtins.sum(1 for c in items if c is Ellipsis)
+    if n_ell > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    consumed = builtins.sum(1 for c in items if c is not None and c is not Ellipsis)
+    nd = len(shape_)
+    if consumed > nd:
+        raise IndexError(f"too many indices for an array of shape {shape_}: {consumed} were given")
+    index: list = []
+    arrays: list = []
+    for c in items:
+        if c is Ellipsis:
+            index.extend([_ix.SLICE_ALL] * (nd - consumed))
+        elif c is None:
+            index.append(("n",))
+        elif isinstance(c, slice):
+            index.append(("s",) + tuple(None if v is None else operator.index(v)
+                                        for v in (c.start, c.stop, c.step)))
+        elif isinstance(c, (bool, _np.bool_)):
+            raise IndexError("indexing with a Python bool is not supported")
+        elif isinstance(c, (int, _np.integer)):
+            index.append(("i", int(c)))
+        elif isinstance(c, (Tracer, _np.ndarray)):
+            if c.dtype.kind not in "iu":
+                raise IndexError(f"arrays used as indices must be of integer (or boolean) type, "
+                                 f"got {c.dtype}")
+            index.append(("a", len(arrays)))
+            arrays.append(c)
+        else:
+            raise IndexError(f"invalid index component of type {type(c).__name__}; use integers, "
+                             "slices, None, Ellipsis, or integer/boolean arrays")
+    return tuple(index), arrays
+
+
+def _getitem(x, idx):
+    index, arrays = _normalize_index(idx, _shape_of(x))
+    if not arrays and builtins.all(c == _ix.SLICE_ALL for c in index):
+        return x
+    return bind(_ix.gather_p, x, *arrays, index=index)
+
+
+def take(x, indices, axis=None):
+    if axis is None:
+        return _getitem(ravel(x), indices)
+    ax = _axes(x, axis, "take")[0]
+    return _getitem(x, (slice(None),) * ax + (indices,))
+
+
+class _IndexUpdateRef:
+    __slots__ = ("x", "idx")
+
+    def __init__(self, x, idx):
+        self.x, self.idx = x, idx
+
+    def _scatter(self, v, mode):
+        index, arrays = _normalize_index(self.idx, _shape_of(self.x))
+        return bind(_ix.scatter_p, self.x, v, *arrays, index=index, mode=mode)
+
+    def set(self, values):
+        """A copy of x with ``x[idx] = values``."""
+        return self._scatter(values, "set")
+
+    def add(self, values):
+        """A copy of x with ``values`` added at ``idx`` (repeated indices accumulate)."""
+        return self._scatter(values, "add")
+
+    def multiply(self, values):
+        """A copy of x with ``x[idx]`` multiplied by ``values``."""
+        return self._scatter(values, "mul")
+
+    def get(self):
+        return _getitem(self.x, self.idx)
+
+
+class _IndexUpdateHelper:
+    """``x.at[idx]``: functional updates, as in JAX (arrays are never mutated)."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x):
+        self.x = x
+
+    def __getitem__(self, idx):
+        return _IndexUpdateRef(self.x, idx)
+
+
+def at(x):
+    """``fnp.at(x)[idx].set(v)``: the ``.at`` updates for plain NumPy arrays too."""
+    return _IndexUpdateHelper(x)
+
+
+# ufuncs called on tracers (np.sin(tracer), ndarray * tracer) dispatch here
+_UFUNCS = {
+    "add": add, "subtract": subtract, "multiply": multiply, "divide": divide,
+    "true_divide": divide, "negative": negative, "power": power, "square": square,
+    "sqrt": sqrt, "exp": exp, "log": log, "log1p": log1p, "expm1": expm1, "sin": sin,
+    "cos": cos, "tan": tan, "tanh": tanh, "arctan": arctan, "sinh": sinh, "cosh": cosh,
+    "absolute": abs, "sign": sign, "maximum": maximum, "minimum": minimum, "equal": equal,
+    "not_equal": not_equal, "less": less, "less_equal": less_equal, "greater": greater,
+    "greater_equal": greater_equal, "logical_and": logical_and, "logical_or": logical_or,
+    "logical_not": logical_not, "isfinite": isfinite, "isnan": isnan, "matmul": matmul,
+    "logaddexp": logaddexp, "floor": floor,
+}
+

@@ -1,0 +1,198 @@
+"""Shared machinery for declaring primitives: the registry, generic rules.
+
+The generic pieces live here once: undoing broadcasting in gradients
+(:func:`unbroadcast`), the derivative and batching rules of every elementwise
+primitive (:func:`elementwise`), and small helpers to move batch dimensions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from funcgrad.core import Primitive, ShapedArray, bind, dtype_of
+
+registry: dict[str, Primitive] = {}
+
+
+def register(prim: Primitive) -> Primitive:
+    if prim.name in registry:
+        raise ValueError(f"primitive {prim.name} declared twice")
+    registry[prim.name] = prim
+    return prim
+
+
+def shape_of(x: Any) -> tuple:
+    s = getattr(x, "shape", None)
+    return () if s is None else tuple(s)
+
+
+def ndim_of(x: Any) -> int:
+    return len(shape_of(x))
+
+
+# ------------------------------------------------------------ sample dtypes ---
+
+def sample(aval: ShapedArray) -> Any:
+    """A tiny value with ``aval``'s dtype (a Python scalar for weak types)."""
+    if aval.weak_type:
+        return {"b": True, "i": 1, "u": 1, "f": 1.0, "c": 1.0 + 0j}[aval.dtype.kind]
+    return np.ones((), aval.dtype)
+
+
+def result_dtype(fn: Callable, avals: tuple, params: dict, cache: dict) -> tuple:
+    """dtype (and weakness) of ``fn`` applied to values of ``avals``, by running it on 0-d samples."""
+    key = tuple((a.dtype, a.weak_type) for a in avals) + tuple(sorted(
+        (k, v) for k, v in params.items() if not isinstance(v, np.ndarray)))
+    hit = cache.get(key)
+    if hit is None:
+        with np.errstate(all="ignore"):
+            out = fn(*[sample(a) for a in avals], **params)
+        hit = (dtype_of(out), bool(avals) and all(a.weak_type for a in avals))
+        cache[key] = hit
+    return hit
+
+
+# ------------------------------------------------- undoing broadcasting once ---
+
+def unbroadcast(g: Any, like: Any) -> Any:
+    """Sum ``g`` down to the shape of ``like`` and cast it to its dtype.
+
+    This is the single place where the broadcasting of an operation is undone
+    for its gradient: every rule returns the cotangent of the broadcast result
+    and calls this to bring it back to the operand's shape.
+    """
+    from funcgrad.primitives import elementwise as ew, reduce as red, shape as sh
+    target = shape_of(like)
+    gshape = shape_of(g)
+    if gshape != target:
+        lead = len(gshape) - len(target)
+        axes = tuple(range(lead)) + tuple(
+            i + lead for i, n in enumerate(target) if n == 1 and gshape[i + lead] != 1)
+        if axes:
+            g = red.reduce_sum(g, axes, False)
+        if shape_of(g) != target:
+            g = sh.reshape(g, target)
+    dt = dtype_of(like)
+    if dtype_of(g) != dt and dt.kind in "fc":
+        g = ew.convert(g, dt)
+    return g
+
+
+# ------------------------------------------------------------- batching ---
+
+def move_to_front(x: Any, bdim: int | None, size: int) -> Any:
+    """Batch dimension of ``x`` moved to axis 0 (broadcast in if unbatched)."""
+    from funcgrad.primitives import shape as sh
+    if bdim is None:
+        return sh.broadcast_to(x, (size,) + shape_of(x))
+    if bdim == 0:
+        return x
+    perm = (bdim,) + tuple(i for i in range(ndim_of(x)) if i != bdim)
+    return sh.transpose(x, perm)
+
+
+def batch_size(args: tuple, bdims: tuple) -> int:
+    for x, d in zip(args, bdims):
+        if d is not None:
+            return shape_of(x)[d]
+    raise AssertionError("batch rule called with no batched argument")
+
+
+def align_batched(args: tuple, bdims: tuple) -> list:
+    """Make batched operands broadcast correctly against unbatched ones.
+
+    Each batched operand gets its batch axis at 0 and, if its per-example rank is
+    below the largest one, size-1 axes after it; unbatched operands are left as
+    they are (NumPy's right-aligned broadcasting then does the rest).
+    """
+    from funcgrad.primitives import shape as sh
+    ranks = [ndim_of(x) - (d is not None) for x, d in zip(args, bdims)]
+    top = max(ranks)
+    out = []
+    for x, d, r in zip(args, bdims, ranks):
+        if d is None:
+            out.append(x)
+            continue
+        x = move_to_front(x, d, 0)
+        if r < top:
+            s = shape_of(x)
+            x = sh.reshape(x, (s[0],) + (1,) * (top - r) + s[1:])
+        out.append(x)
+    return out
+
+
+# --------------------------------------------------- elementwise primitives ---
+
+def _linear_term(coef: int) -> Callable:
+    from funcgrad.primitives import elementwise as ew
+    if coef == 1:
+        return lambda t, out, *args, **p: t
+    return lambda t, out, *args, **p: ew.neg(t)
+
+
+def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
+                linear: tuple | None = None, vjp_terms: tuple | None = None,
+                zero_derivative: bool = False, codegen: str | None = None) -> Primitive:
+    """Declare an elementwise (broadcasting) primitive.
+
+    Its derivative is given per operand ``i`` as ``terms[i](t, out, *args)``:
+    the local partial derivative times ``t``.  Since the Jacobian of an
+    elementwise op is diagonal, the same term serves forward mode (``t`` a
+    tangent) and reverse mode (``t`` a cotangent, then :func:`unbroadcast`).
+    ``linear`` gives constant coefficients (+1/-1) instead.
+    """
+    prim = Primitive(name, impl)
+    cache: dict = {}
+
+    def abstract_eval(*avals: ShapedArray, **params: Any) -> ShapedArray:
+        shapes = [a.shape for a in avals]
+        try:
+            shape = np.broadcast_shapes(*shapes)
+        except ValueError:
+            raise ValueError(
+                f"{name}: operands with shapes {' and '.join(map(str, shapes))} cannot be "
+                "broadcast together (NumPy broadcasting compares shapes from the last axis; "
+                "each pair of sizes must be equal or one of them 1)") from None
+        dt, weak = result_dtype(impl, avals, params, cache)
+        return ShapedArray(shape, dt, weak)
+
+    prim.abstract_eval = abstract_eval
+    prim.codegen = codegen
+    register(prim)
+
+    if zero_derivative:
+        prim.zero_derivative = True
+    else:
+        if linear is not None:
+            terms = tuple(_linear_term(c) for c in linear)
+        assert terms is not None
+        back = vjp_terms or terms
+
+        def jvp(primals: list, tangents: list, **params: Any):
+            out = bind(prim, *primals, **params)
+            t_out = None
+            for i, t in enumerate(tangents):
+                if t is None:
+                    continue
+                term = terms[i](t, out, *primals, **params)
+                t_out = term if t_out is None else bind(registry["add"], t_out, term)
+            if t_out is not None and shape_of(t_out) != shape_of(out):
+                t_out = bind(registry["broadcast_to"], t_out, shape=shape_of(out))
+            return out, t_out
+
+        def vjp(ct: Any, out: Any, primals: list, needed: tuple, **params: Any):
+            res: list = [None] * len(primals)
+            for i in needed:
+                res[i] = unbroadcast(back[i](ct, out, *primals, **params), primals[i])
+            return res
+
+        prim.jvp = jvp
+        prim.vjp = vjp
+
+    def batch(args: tuple, bdims: tuple, **params: Any):
+        return bind(prim, *align_batched(args, bdims), **params), 0
+
+    prim.batch = batch
+    return prim

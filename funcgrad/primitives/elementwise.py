@@ -1,0 +1,144 @@
+"""Elementwise primitives: arithmetic, transcendental functions, comparisons, select.
+
+Each line declares one primitive: its NumPy implementation, its local
+derivative (as ``partial * t``) and, for jit, a Python expression template.
+Broadcasting, batching and the reverse-mode sum over broadcast axes are
+generic (see ``_base.elementwise``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcgrad.core import bind, dtype_of
+from funcgrad.primitives._base import elementwise
+
+
+def _cast_like(mask: Any, like: Any) -> Any:
+    return convert(mask, dtype_of(like))
+
+
+# ---- arithmetic --------------------------------------------------------------
+add_p = elementwise("add", np.add, linear=(1, 1), codegen="{0} + {1}")
+sub_p = elementwise("sub", np.subtract, linear=(1, -1), codegen="{0} - {1}")
+neg_p = elementwise("neg", np.negative, linear=(-1,), codegen="-{0}")
+mul_p = elementwise("mul", np.multiply, (
+    lambda t, out, x, y: mul(t, y),
+    lambda t, out, x, y: mul(x, t)), codegen="{0} * {1}")
+div_p = elementwise("div", np.true_divide, (
+    lambda t, out, x, y: div(t, y),
+    lambda t, out, x, y: neg(div(mul(t, out), y))), codegen="{0} / {1}")
+
+
+def _pow_base(t, out, x, y):
+    return mul(t, mul(y, pow_(x, sub(y, 1))))
+
+
+def _pow_exponent(t, out, x, y):
+    zero = eq(x, 0)
+    return mul(t, select(zero, 0, mul(log(select(zero, 1, x)), out)))
+
+
+pow_p = elementwise("pow", np.power, (_pow_base, _pow_exponent), codegen="{0} ** {1}")
+
+
+def _max_term(first: bool):
+    def term(t, out, x, y):
+        a, b = (x, y) if first else (y, x)
+        w = add(_cast_like(gt(a, b), out), mul(0.5, _cast_like(eq(a, b), out)))
+        return mul(t, w)
+    return term
+
+
+def _min_term(first: bool):
+    def term(t, out, x, y):
+        a, b = (x, y) if first else (y, x)
+        w = add(_cast_like(lt(a, b), out), mul(0.5, _cast_like(eq(a, b), out)))
+        return mul(t, w)
+    return term
+
+
+max_p = elementwise("max", np.maximum, (_max_term(True), _max_term(False)), codegen="np.maximum({0}, {1})")
+min_p = elementwise("min", np.minimum, (_min_term(True), _min_term(False)), codegen="np.minimum({0}, {1})")
+
+# ---- transcendental ---------------------------------------------------------
+exp_p = elementwise("exp", np.exp, (lambda t, out, x: mul(t, out),), codegen="np.exp({0})")
+log_p = elementwise("log", np.log, (lambda t, out, x: div(t, x),), codegen="np.log({0})")
+log1p_p = elementwise("log1p", np.log1p, (lambda t, out, x: div(t, add(x, 1)),), codegen="np.log1p({0})")
+expm1_p = elementwise("expm1", np.expm1, (lambda t, out, x: mul(t, add(out, 1)),), codegen="np.expm1({0})")
+sqrt_p = elementwise("sqrt", np.sqrt, (lambda t, out, x: div(mul(t, 0.5), out),), codegen="np.sqrt({0})")
+sin_p = elementwise("sin", np.sin, (lambda t, out, x: mul(t, cos(x)),), codegen="np.sin({0})")
+cos_p = elementwise("cos", np.cos, (lambda t, out, x: neg(mul(t, sin(x))),), codegen="np.cos({0})")
+tan_p = elementwise("tan", np.tan, (lambda t, out, x: mul(t, add(1, mul(out, out))),), codegen="np.tan({0})")
+tanh_p = elementwise("tanh", np.tanh, (lambda t, out, x: mul(t, sub(1, mul(out, out))),), codegen="np.tanh({0})")
+sinh_p = elementwise("sinh", np.sinh, (lambda t, out, x: mul(t, cosh(x)),), codegen="np.sinh({0})")
+cosh_p = elementwise("cosh", np.cosh, (lambda t, out, x: mul(t, sinh(x)),), codegen="np.cosh({0})")
+arctan_p = elementwise("arctan", np.arctan, (lambda t, out, x: div(t, add(1, mul(x, x))),),
+                       codegen="np.arctan({0})")
+abs_p = elementwise("abs", np.abs, (lambda t, out, x: mul(t, sign(x)),), codegen="np.abs({0})")
+
+# ---- derivative zero almost everywhere --------------------------------------
+sign_p = elementwise("sign", np.sign, zero_derivative=True, codegen="np.sign({0})")
+floor_p = elementwise("floor", np.floor, zero_derivative=True, codegen="np.floor({0})")
+eq_p = elementwise("eq", np.equal, zero_derivative=True, codegen="{0} == {1}")
+ne_p = elementwise("ne", np.not_equal, zero_derivative=True, codegen="{0} != {1}")
+lt_p = elementwise("lt", np.less, zero_derivative=True, codegen="{0} < {1}")
+le_p = elementwise("le", np.less_equal, zero_derivative=True, codegen="{0} <= {1}")
+gt_p = elementwise("gt", np.greater, zero_derivative=True, codegen="{0} > {1}")
+ge_p = elementwise("ge", np.greater_equal, zero_derivative=True, codegen="{0} >= {1}")
+and_p = elementwise("and", np.logical_and, zero_derivative=True, codegen="np.logical_and({0}, {1})")
+or_p = elementwise("or", np.logical_or, zero_derivative=True, codegen="np.logical_or({0}, {1})")
+not_p = elementwise("not", np.logical_not, zero_derivative=True, codegen="np.logical_not({0})")
+isfinite_p = elementwise("isfinite", np.isfinite, zero_derivative=True, codegen="np.isfinite({0})")
+stop_gradient_p = elementwise("stop_gradient", lambda x: x, zero_derivative=True, codegen="{0}")
+
+# ---- select (where) --------------------------------------------------------
+select_p = elementwise("select", np.where, (
+    None,
+    lambda t, out, c, x, y: select(c, t, 0),
+    lambda t, out, c, x, y: select(c, 0, t)), codegen="np.where({0}, {1}, {2})")
+
+
+# ---- dtype conversion --------------------------------------------------------
+def _convert_impl(x: Any, dtype: np.dtype) -> Any:
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+convert_p = elementwise(
+    "convert", _convert_impl,
+    (lambda t, out, x, dtype: convert(t, dtype),),
+    vjp_terms=(lambda ct, out, x, dtype: ct,),  # unbroadcast casts back to x's dtype
+    codegen="np.asarray({0}).astype({dtype!r}, copy=False)")
+
+
+# ---- binders used by rules and the facade ------------------------------------
+def add(x, y): return bind(add_p, x, y)
+def sub(x, y): return bind(sub_p, x, y)
+def neg(x): return bind(neg_p, x)
+def mul(x, y): return bind(mul_p, x, y)
+def div(x, y): return bind(div_p, x, y)
+def pow_(x, y): return bind(pow_p, x, y)
+def maximum(x, y): return bind(max_p, x, y)
+def minimum(x, y): return bind(min_p, x, y)
+def exp(x): return bind(exp_p, x)
+def log(x): return bind(log_p, x)
+def log1p(x): return bind(log1p_p, x)
+def sin(x): return bind(sin_p, x)
+def cos(x): return bind(cos_p, x)
+def tanh(x): return bind(tanh_p, x)
+def sinh(x): return bind(sinh_p, x)
+def cosh(x): return bind(cosh_p, x)
+def sign(x): return bind(sign_p, x)
+def eq(x, y): return bind(eq_p, x, y)
+def gt(x, y): return bind(gt_p, x, y)
+def lt(x, y): return bind(lt_p, x, y)
+def select(c, x, y): return bind(select_p, c, x, y)
+
+
+def convert(x: Any, dtype: Any) -> Any:
+    dtype = np.dtype(dtype)
+    if dtype_of(x) == dtype and not isinstance(x, (int, float, bool, complex)):
+        return x
+    return bind(convert_p, x, dtype=dtype)

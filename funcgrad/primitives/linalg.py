@@ -1,0 +1,233 @@
+"""Linear algebra primitives: ``matmul`` (NumPy semantics) and ``einsum``.
+
+``dot``, ``tensordot``, ``outer`` and ``vdot``-like products are composed in
+the facade.  ``matmul`` is kept separate from ``einsum`` because it is the hot
+path of every MLP and maps straight onto BLAS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcgrad.core import Primitive, ShapedArray, bind
+from funcgrad.primitives import elementwise as ew
+from funcgrad.primitives import shape as sh
+from funcgrad.primitives._base import (
+    align_batched, move_to_front, ndim_of, register, result_dtype, shape_of, unbroadcast)
+
+# ---- matmul --------------------------------------------------------------------------
+_mm_cache: dict = {}
+
+
+def _matmul_aval(a: ShapedArray, b: ShapedArray) -> ShapedArray:
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must be at least 1-d, got shapes {a.shape} and {b.shape} "
+                         "(use multiply for scalars)")
+    sa = (1,) + a.shape if a.ndim == 1 else a.shape
+    sb = b.shape + (1,) if b.ndim == 1 else b.shape
+    if sa[-1] != sb[-2]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned: "
+                         f"{sa[-1]} (last axis of the first) != {sb[-2]} "
+                         f"({'only' if b.ndim == 1 else 'second-to-last'} axis of the second)")
+    try:
+        batch = np.broadcast_shapes(sa[:-2], sb[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of shapes {a.shape} and {b.shape} "
+                         "cannot be broadcast together") from None
+    shape = batch + ((sa[-2],) if a.ndim > 1 else ()) + ((sb[-1],) if b.ndim > 1 else ())
+    dt, weak = result_dtype(lambda x, y: np.multiply(x, y), (a, b), {}, _mm_cache)
+    return ShapedArray(shape, dt, weak)
+
+
+matmul_p = register(Primitive("matmul", np.matmul, _matmul_aval))
+matmul_p.codegen = "{0} @ {1}"
+
+
+def matmul(a: Any, b: Any) -> Any:
+    return bind(matmul_p, a, b)
+
+
+def _swap(x: Any) -> Any:
+    n = ndim_of(x)
+    return sh.transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+def _matmul_jvp(primals, tangents):
+    a, b = primals
+    ta, tb = tangents
+    out = matmul(a, b)
+    t = None
+    if ta is not None:
+        t = matmul(ta, b)
+    if tb is not None:
+        t2 = matmul(a, tb)
+        t = t2 if t is None else ew.add(t, t2)
+    return out, t
+
+
+def _matmul_vjp(ct, out, primals, needed):
+    a, b = primals
+    a_vec, b_vec = ndim_of(a) == 1, ndim_of(b) == 1
+    a2 = sh.reshape(a, (1,) + shape_of(a)) if a_vec else a
+    b2 = sh.reshape(b, shape_of(b) + (1,)) if b_vec else b
+    cshape = shape_of(ct)
+    if a_vec:
+        cshape = cshape[:-1] + (1,) + cshape[-1:] if not b_vec else cshape + (1,)
+    if b_vec:
+        cshape = cshape + (1,)
+    ct2 = sh.reshape(ct, cshape)
+    res: list = [None, None]
+    if 0 in needed:
+        ga = matmul(ct2, _swap(b2))
+        res[0] = unbroadcast(sh.reshape(ga, shape_of(ga)[:-2] + shape_of(a)[-1:]) if a_vec else ga, a)
+    if 1 in needed:
+        gb = matmul(_swap(a2), ct2)
+        res[1] = unbroadcast(sh.reshape(gb, shape_of(gb)[:-2] + shape_of(b)[:1]) if b_vec else gb, b)
+    return res
+
+
+def _matmul_batch(args, bdims):
+    a, b = args
+    da, db = bdims
+    size = shape_of(a)[da] if da is not None else shape_of(b)[db]
+    squeeze = []
+    if da is not None and ndim_of(a) == 2:      # per-example vector -> (B, 1, k)
+        a = move_to_front(a, da, size)
+        a = sh.reshape(a, (size, 1, shape_of(a)[1]))
+        da = 0
+        squeeze.append(-2)
+    if db is not None and ndim_of(b) == 2:      # per-example vector -> (B, k, 1)
+        b = move_to_front(b, db, size)
+        b = sh.reshape(b, (size, shape_of(b)[1], 1))
+        db = 0
+        squeeze.append(-1)
+    if da is None and ndim_of(a) == 1:
+        a = sh.reshape(a, (1,) + shape_of(a))
+        squeeze.append(-2)
+    if db is None and ndim_of(b) == 1:
+        b = sh.reshape(b, shape_of(b) + (1,))
+        squeeze.append(-1)
+    a, b = align_batched((a, b), (da, db))
+    out = matmul(a, b)
+    if squeeze:
+        s = shape_of(out)
+        keep = [i for i in range(len(s)) if i - len(s) not in squeeze]
+        out = sh.reshape(out, tuple(s[i] for i in keep))
+    return out, 0
+
+
+matmul_p.jvp, matmul_p.vjp, matmul_p.batch = _matmul_jvp, _matmul_vjp, _matmul_batch
+
+
+# ---- einsum ---------------------------------------------------------------------------
+def parse_einsum(spec: str, ndims: list[int]) -> tuple[list[str], str]:
+    """Normalise an einsum spec to explicit form: (input subscripts, output subscripts)."""
+    spec = spec.replace(" ", "")
+    if "->" in spec:
+        lhs, out = spec.split("->")
+    else:
+        lhs, out = spec, None
+    ins = lhs.split(",")
+    if len(ins) != len(ndims):
+        raise ValueError(f"einsum: spec {spec!r} names {len(ins)} operands but {len(ndims)} were given")
+    used = set("".join(ins).replace(".", ""))
+    free = iter(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in used)
+    ell: str | None = None
+    parsed = []
+    for sub, nd in zip(ins, ndims):
+        if "..." in sub:
+            n = nd - (len(sub) - 3)
+            if ell is None:
+                ell = "".join(next(free) for _ in range(max(n, 0)))
+            sub = sub.replace("...", ell[len(ell) - n:] if n > 0 else "")
+        if len(sub) != nd:
+            raise ValueError(f"einsum: subscripts {sub!r} do not match an operand of rank {nd}")
+        parsed.append(sub)
+    if out is None:
+        letters = "".join(parsed)
+        out = (ell or "") + "".join(sorted(c for c in set(letters) if letters.count(c) == 1
+                                           and c not in (ell or "")))
+    elif "..." in out:
+        out = out.replace("...", ell or "")
+    return parsed, out
+
+
+def _einsum_impl(*xs, spec):
+    return np.einsum(spec, *xs, optimize=len(xs) > 2)
+
+
+def _einsum_aval(*avals: ShapedArray, spec: str) -> ShapedArray:
+    ins, out = spec.split("->")
+    sizes: dict = {}
+    for sub, a in zip(ins.split(","), avals):
+        for c, n in zip(sub, a.shape):
+            if sizes.setdefault(c, n) != n:
+                if n == 1 or sizes[c] == 1:
+                    sizes[c] = max(n, sizes[c])
+                    continue
+                raise ValueError(f"einsum: index {c!r} has sizes {sizes[c]} and {n} in spec {spec!r}")
+    dt = np.result_type(*[a.dtype for a in avals])
+    return ShapedArray(tuple(sizes[c] for c in out), dt)
+
+
+einsum_p = register(Primitive("einsum", _einsum_impl, _einsum_aval))
+einsum_p.codegen = "np.einsum({spec!r}, {args})"
+
+
+def einsum(spec: str, *xs: Any) -> Any:
+    return bind(einsum_p, *xs, spec=spec)
+
+
+def _einsum_jvp(primals, tangents, *, spec):
+    out = einsum(spec, *primals)
+    t = None
+    for i, ti in enumerate(tangents):
+        if ti is None:
+            continue
+        ops = list(primals)
+        ops[i] = ti
+        term = einsum(spec, *ops)
+        t = term if t is None else ew.add(t, term)
+    return out, t
+
+
+def _einsum_vjp(ct, out, primals, needed, *, spec):
+    ins_s, out_s = spec.split("->")
+    ins = ins_s.split(",")
+    res: list = [None] * len(primals)
+    for i in needed:
+        sub = ins[i]
+        if len(set(sub)) != len(sub):
+            raise NotImplementedError(
+                f"einsum: the gradient for an operand with a repeated index ({sub!r}) is not "
+                "supported; take the diagonal with indexing first")
+        others = [s for j, s in enumerate(ins) if j != i]
+        avail = set(out_s).union(*others) if others else set(out_s)
+        kept = "".join(c for c in sub if c in avail)
+        g = einsum(",".join([out_s] + others) + "->" + kept, ct,
+                   *[p for j, p in enumerate(primals) if j != i])
+        if kept != sub:
+            shape = shape_of(primals[i])
+            g = sh.reshape(g, tuple(shape[k] if c in avail else 1 for k, c in enumerate(sub)))
+            g = sh.broadcast_to(g, shape)
+        res[i] = unbroadcast(g, primals[i])
+    return res
+
+
+def _einsum_batch(args, bdims, *, spec):
+    ins_s, out_s = spec.split("->")
+    ins = ins_s.split(",")
+    b = next(c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba" if c not in spec)
+    xs = []
+    for x, d, sub in zip(args, bdims, ins):
+        if d is None:
+            xs.append(x)
+        else:
+            xs.append(move_to_front(x, d, 0))
+    new_ins = [(b + s) if d is not None else s for s, d in zip(ins, bdims)]
+    return einsum(",".join(new_ins) + "->" + b + out_s, *xs), 0
+
+
+einsum_p.jvp, einsum_p.vjp, einsum_p.batch = _einsum_jvp, _einsum_vjp, _einsum_batch

@@ -1,0 +1,196 @@
+"""Reductions: sum, max, min, prod, argmax, argmin and logsumexp.
+
+``axes`` is a tuple of non-negative axes (the facade normalises user input)
+and ``keepdims`` a bool.  ``mean``, ``var`` and ``std`` are composed from
+these in ``funcgrad.numpy``.  ``logsumexp`` stays a primitive because its
+numerics matter: it is evaluated with the max subtracted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from funcgrad.core import Primitive, ShapedArray, bind
+from funcgrad.primitives import elementwise as ew
+from funcgrad.primitives import shape as sh
+from funcgrad.primitives._base import move_to_front, ndim_of, register, result_dtype, shape_of
+
+
+def _reduced_shape(shape: tuple, axes: tuple, keepdims: bool) -> tuple:
+    if keepdims:
+        return tuple(1 if i in axes else n for i, n in enumerate(shape))
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+def _reduction_aval(name: str, impl: Callable) -> Callable:
+    cache: dict = {}
+
+    def rule(aval: ShapedArray, *, axes: tuple, keepdims: bool) -> ShapedArray:
+        for a in axes:
+            if not 0 <= a < aval.ndim:
+                raise ValueError(f"{name}: axis {a} is out of range for an array of rank {aval.ndim}")
+        for a in axes:
+            if aval.shape[a] == 0 and name in ("reduce_max", "reduce_min"):
+                raise ValueError(f"{name}: zero-size axis {a} has no identity")
+        dt, _ = result_dtype(lambda x: impl(x, (), False), (aval,), {}, cache)
+        return ShapedArray(_reduced_shape(aval.shape, axes, keepdims), dt)
+    return rule
+
+
+def keep(y: Any, x_shape: tuple, axes: tuple, keepdims: bool) -> Any:
+    """``y`` reshaped as if the reduction had used ``keepdims=True``."""
+    if keepdims or not axes:
+        return y
+    return sh.reshape(y, _reduced_shape(x_shape, axes, True))
+
+
+def _reduction_batch(prim: Primitive) -> Callable:
+    def batch(args: tuple, bdims: tuple, *, axes: tuple, keepdims: bool):
+        x = move_to_front(args[0], bdims[0], 0)
+        return bind(prim, x, axes=tuple(a + 1 for a in axes), keepdims=keepdims), 0
+    return batch
+
+
+def _declare(name: str, impl: Callable, codegen: str | None) -> Primitive:
+    prim = register(Primitive(name, impl, _reduction_aval(name, impl)))
+    prim.batch = _reduction_batch(prim)
+    prim.codegen = codegen
+    return prim
+
+
+def _weighted_rules(prim: Primitive, weights: Callable) -> None:
+    """AD rules for a reduction whose derivative is ``sum(t * weights(x, out))``."""
+
+    def jvp(primals, tangents, *, axes, keepdims):
+        (x,), (t,) = primals, tangents
+        out = bind(prim, x, axes=axes, keepdims=keepdims)
+        w = weights(x, keep(out, shape_of(x), axes, keepdims), axes)
+        return out, reduce_sum(ew.mul(t, w), axes, keepdims)
+
+    def vjp(ct, out, primals, needed, *, axes, keepdims):
+        (x,) = primals
+        shape = shape_of(x)
+        w = weights(x, keep(out, shape, axes, keepdims), axes)
+        return [ew.mul(keep(ct, shape, axes, keepdims), w)]
+
+    prim.jvp, prim.vjp = jvp, vjp
+
+
+# ---- sum ---------------------------------------------------------------------
+reduce_sum_p = _declare("reduce_sum", lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims),
+                        "np.sum({0}, axis={axes}, keepdims={keepdims})")
+
+
+def _sum_jvp(primals, tangents, *, axes, keepdims):
+    return (bind(reduce_sum_p, primals[0], axes=axes, keepdims=keepdims),
+            bind(reduce_sum_p, tangents[0], axes=axes, keepdims=keepdims))
+
+
+def _sum_vjp(ct, out, primals, needed, *, axes, keepdims):
+    (x,) = primals
+    shape = shape_of(x)
+    return [sh.broadcast_to(keep(ct, shape, axes, keepdims), shape)]
+
+
+reduce_sum_p.jvp, reduce_sum_p.vjp = _sum_jvp, _sum_vjp
+
+
+# ---- max / min ---------------------------------------------------------------
+def _argext_weights(x, out_k, axes):
+    """Where x attains the max (min): ties share the derivative equally, as in JAX."""
+    mask = ew.convert(ew.eq(x, out_k), x.dtype if hasattr(x, "dtype") else np.float64)
+    return ew.div(mask, reduce_sum(mask, axes, True))
+
+
+reduce_max_p = _declare("reduce_max", lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
+                        "np.max({0}, axis={axes}, keepdims={keepdims})")
+reduce_min_p = _declare("reduce_min", lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
+                        "np.min({0}, axis={axes}, keepdims={keepdims})")
+_weighted_rules(reduce_max_p, _argext_weights)
+_weighted_rules(reduce_min_p, _argext_weights)
+
+
+# ---- prod ----------------------------------------------------------------------
+def _prod_weights(x, out_k, axes):
+    """Product of the other elements, exact also where x contains zeros."""
+    is_zero = ew.eq(x, 0)
+    safe = ew.select(is_zero, 1, x)
+    nz_prod = reduce_prod(safe, axes, True)
+    n_zero = reduce_sum(ew.convert(is_zero, np.int64), axes, True)
+    at_zero = ew.select(ew.eq(n_zero, 1), nz_prod, 0)
+    elsewhere = ew.select(ew.eq(n_zero, 0), ew.div(nz_prod, safe), 0)
+    return ew.select(is_zero, at_zero, elsewhere)
+
+
+reduce_prod_p = _declare("reduce_prod", lambda x, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims),
+                         "np.prod({0}, axis={axes}, keepdims={keepdims})")
+_weighted_rules(reduce_prod_p, _prod_weights)
+
+
+# ---- logsumexp -------------------------------------------------------------------
+def _logsumexp_impl(x, axes, keepdims):
+    x = np.asarray(x)
+    if not axes:
+        return x + 0
+    m = np.max(x, axis=axes, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    if not keepdims:
+        out = np.squeeze(out, axis=axes)
+    return out
+
+
+logsumexp_p = _declare("logsumexp", _logsumexp_impl, None)
+_weighted_rules(logsumexp_p, lambda x, out_k, axes: ew.exp(ew.sub(x, out_k)))
+
+
+# ---- argmax / argmin: integer results, no derivative ---------------------------
+def _arg_aval(name):
+    def rule(aval: ShapedArray, *, axis: int | None, keepdims: bool) -> ShapedArray:
+        if axis is None:
+            shape = (1,) * aval.ndim if keepdims else ()
+        else:
+            if not 0 <= axis < aval.ndim:
+                raise ValueError(f"{name}: axis {axis} is out of range for an array of rank {aval.ndim}")
+            shape = _reduced_shape(aval.shape, (axis,), keepdims)
+        if aval.size == 0:
+            raise ValueError(f"{name}: attempt to get {name} of an empty array")
+        return ShapedArray(shape, np.dtype(np.intp))
+    return rule
+
+
+def _declare_arg(name: str, fn: Callable) -> Primitive:
+    prim = register(Primitive(name, lambda x, axis, keepdims: fn(x, axis=axis, keepdims=keepdims),
+                              _arg_aval(name)))
+    prim.zero_derivative = True
+    prim.codegen = f"np.{name}({{0}}, axis={{axis}}, keepdims={{keepdims}})"
+
+    def batch(args, bdims, *, axis, keepdims):
+        x = move_to_front(args[0], bdims[0], 0)
+        if axis is None:
+            n = ndim_of(x) - 1
+            flat = sh.reshape(x, (shape_of(x)[0], -1))
+            out = bind(prim, flat, axis=1, keepdims=False)
+            if keepdims:
+                out = sh.reshape(out, (shape_of(x)[0],) + (1,) * n)
+            return out, 0
+        return bind(prim, x, axis=axis + 1, keepdims=keepdims), 0
+
+    prim.batch = batch
+    return prim
+
+
+argmax_p = _declare_arg("argmax", np.argmax)
+argmin_p = _declare_arg("argmin", np.argmin)
+
+
+# ---- binders ------------------------------------------------------------------------
+def reduce_sum(x: Any, axes: tuple, keepdims: bool = False) -> Any:
+    return bind(reduce_sum_p, x, axes=tuple(axes), keepdims=keepdims)
+
+
+def reduce_prod(x: Any, axes: tuple, keepdims: bool = False) -> Any:
+    return bind(reduce_prod_p, x, axes=tuple(axes), keepdims=keepdims)

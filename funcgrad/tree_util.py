@@ -1,0 +1,205 @@
+"""Pytrees: nested containers of arrays that every transformation accepts.
+
+Containers: tuple, list, dict (flattened in sorted key order, as in JAX),
+``None`` (an empty node), namedtuples, and classes registered with
+:func:`register_pytree_node` or :func:`register_dataclass`.  Anything else is a
+leaf.  Flattening is iterative, so deeply nested trees do not hit Python's
+recursion limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable
+
+__all__ = ["PyTreeDef", "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves",
+           "tree_structure", "register_pytree_node", "register_dataclass", "treedef_is_leaf"]
+
+_registry: dict[type, tuple[Callable, Callable]] = {}
+
+
+def register_pytree_node(cls: type, flatten: Callable[[Any], tuple[Iterable, Any]],
+                         unflatten: Callable[[Any, Iterable], Any]) -> None:
+    """Teach funcgrad to see inside ``cls``.
+
+    ``flatten(obj) -> (children, aux_data)`` and ``unflatten(aux_data, children) -> obj``;
+    ``aux_data`` must be hashable (it becomes part of jit's cache key).
+    """
+    if cls in _registry or cls in (tuple, list, dict, type(None)):
+        raise ValueError(f"{cls.__name__} is already registered as a pytree node")
+    _registry[cls] = (flatten, unflatten)
+
+
+def register_dataclass(cls: type) -> type:
+    """Register a dataclass as a pytree whose fields are children (usable as a decorator)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    register_pytree_node(
+        cls, lambda obj: ([getattr(obj, n) for n in names], None),
+        lambda _, children: cls(**dict(zip(names, children))))
+    return cls
+
+
+def _is_namedtuple(x: Any) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def _node(x: Any) -> tuple[Any, Any, list] | None:
+    """(node type, aux data, children) for a container, ``None`` for a leaf."""
+    t = type(x)
+    if t is tuple or t is list:
+        return t, None, list(x)
+    if t is dict:
+        try:
+            keys = sorted(x)
+        except TypeError:
+            raise TypeError("dict keys in a pytree must be sortable (JAX sorts them); "
+                            f"got keys {list(x)!r}") from None
+        return dict, tuple(keys), [x[k] for k in keys]
+    if x is None:
+        return None, None, []
+    if t in _registry:
+        children, aux = _registry[t][0](x)
+        return t, aux, list(children)
+    if _is_namedtuple(x):
+        return t, None, list(x)
+    return None
+
+
+class PyTreeDef:
+    """The structure of a pytree: its containers, without the leaves."""
+
+    __slots__ = ("node_type", "aux", "children", "num_leaves", "_hash")
+
+    def __init__(self, node_type: Any, aux: Any, children: tuple):
+        self.node_type = node_type   # "leaf", None (for None), or a container type
+        self.aux = aux
+        self.children = children
+        self.num_leaves = 1 if node_type == "leaf" else sum(c.num_leaves for c in children)
+        self._hash: int | None = None
+
+    def _key(self) -> tuple:
+        return (self.node_type, self.aux, self.children)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PyTreeDef) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(self._key())
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"PyTreeDef({_describe(self)})"
+
+    def unflatten(self, leaves: Iterable) -> Any:
+        return tree_unflatten(self, leaves)
+
+
+LEAF = PyTreeDef("leaf", None, ())
+
+
+def _describe(d: PyTreeDef) -> str:
+    if d.node_type == "leaf":
+        return "*"
+    if d.node_type is None:
+        return "None"
+    inner = ", ".join(_describe(c) for c in d.children)
+    if d.node_type is tuple:
+        return f"({inner}{',' if len(d.children) == 1 else ''})"
+    if d.node_type is list:
+        return f"[{inner}]"
+    if d.node_type is dict:
+        return "{" + ", ".join(f"{k!r}: {_describe(c)}" for k, c in zip(d.aux, d.children)) + "}"
+    return f"{d.node_type.__name__}({inner})"
+
+
+def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tuple[list, PyTreeDef]:
+    """Leaves (left to right, dict keys sorted) and the tree's structure."""
+    leaves: list = []
+    # iterative post-order build: stack of (node, state)
+    stack: list = [(tree, None)]
+    built: list = []
+    while stack:
+        x, info = stack.pop()
+        if info is not None:
+            node_type, aux, n = info
+            children = tuple(built[len(built) - n:]) if n else ()
+            del built[len(built) - n:]
+            built.append(PyTreeDef(node_type, aux, children))
+            continue
+        node = None if (is_leaf is not None and is_leaf(x)) else _node(x)
+        if node is None:
+            leaves.append(x)
+            built.append(LEAF)
+            continue
+        node_type, aux, children = node
+        stack.append((None, (node_type, aux, len(children))))
+        for c in reversed(children):
+            stack.append((c, None))
+    return leaves, built[0]
+
+
+def tree_unflatten(treedef: PyTreeDef, leaves: Iterable) -> Any:
+    """Rebuild a pytree of structure ``treedef`` from ``leaves``."""
+    leaves = list(leaves)
+    if len(leaves) != treedef.num_leaves:
+        raise ValueError(f"tree_unflatten: structure {treedef} needs {treedef.num_leaves} leaves, "
+                         f"got {len(leaves)}")
+    it = iter(leaves)
+    # iterative: post-order over the treedef
+    stack: list = [(treedef, False)]
+    out: list = []
+    while stack:
+        d, done = stack.pop()
+        if d.node_type == "leaf":
+            out.append(next(it))
+            continue
+        if not done:
+            stack.append((d, True))
+            for c in reversed(d.children):
+                stack.append((c, False))
+            continue
+        n = len(d.children)
+        children = out[len(out) - n:] if n else []
+        del out[len(out) - n:]
+        out.append(_build(d, children))
+    return out[0]
+
+
+def _build(d: PyTreeDef, children: list) -> Any:
+    t = d.node_type
+    if t is None:
+        return None
+    if t is tuple:
+        return tuple(children)
+    if t is list:
+        return list(children)
+    if t is dict:
+        return dict(zip(d.aux, children))
+    if t in _registry:
+        return _registry[t][1](d.aux, children)
+    return t(*children)   # namedtuple
+
+
+def tree_leaves(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> list:
+    return tree_flatten(tree, is_leaf)[0]
+
+
+def tree_structure(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> PyTreeDef:
+    return tree_flatten(tree, is_leaf)[1]
+
+
+def treedef_is_leaf(treedef: PyTreeDef) -> bool:
+    return treedef.node_type == "leaf"
+
+
+def tree_map(f: Callable, tree: Any, *rest: Any, is_leaf: Callable[[Any], bool] | None = None) -> Any:
+    """Apply ``f`` leaf-wise over one or more pytrees of the same structure."""
+    leaves, treedef = tree_flatten(tree, is_leaf)
+    others = []
+    for r in rest:
+        r_leaves, r_def = tree_flatten(r, is_leaf)
+        if r_def != treedef:
+            raise ValueError(f"tree_map: pytrees have different structures: {treedef} and {r_def}")
+        others.append(r_leaves)
+    return tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *others)])
