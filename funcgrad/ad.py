@@ -15,7 +15,8 @@ primitives, so the backward pass is itself traceable: ``grad(grad(f))``,
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def _as_output(x: Any) -> Any:
 class JVPTracer(Tracer):
     __slots__ = ("primal", "tangent")
 
-    def __init__(self, trace: "JVPTrace", primal: Any, tangent: Any):
+    def __init__(self, trace: JVPTrace, primal: Any, tangent: Any):
         self._trace = trace
         self.primal = primal
         self.tangent = tangent
@@ -140,7 +141,7 @@ class Node:
 class VJPTracer(Tracer):
     __slots__ = ("primal", "node")
 
-    def __init__(self, trace: "VJPTrace", primal: Any, node: Node):
+    def __init__(self, trace: VJPTrace, primal: Any, node: Node):
         self._trace = trace
         self.primal = primal
         self.node = node

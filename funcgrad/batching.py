@@ -8,7 +8,8 @@ result directly (moving the batch axis, never looping), so the graph of
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from funcgrad.core import Primitive, ShapedArray, Trace, Tracer, dtype_of, new_trace
 from funcgrad.primitives import shape as sh
@@ -21,7 +22,7 @@ __all__ = ["vmap"]
 class BatchTracer(Tracer):
     __slots__ = ("val", "bdim")
 
-    def __init__(self, trace: "BatchTrace", val: Any, bdim: int):
+    def __init__(self, trace: BatchTrace, val: Any, bdim: int):
         self._trace = trace
         self.val = val
         self.bdim = bdim

@@ -17,8 +17,9 @@ trace used later raises :class:`LeakedTracerError`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -200,7 +201,7 @@ def _op_error(prim: Primitive, args: tuple, params: dict, err: Exception) -> Exc
     return type(err)(f"{prim.name} failed on arguments with shapes {shapes}: {err}")
 
 
-def _leak_error(trace: "Trace") -> LeakedTracerError:
+def _leak_error(trace: Trace) -> LeakedTracerError:
     return LeakedTracerError(
         f"leaked tracer: a tracer of a {trace.name} transformation was used after that "
         "transformation returned (for example it was stored in a global variable or "

@@ -9,12 +9,12 @@ to a tracer appends one equation instead of computing anything.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from funcgrad.core import (
-    Primitive, ShapedArray, Trace, Tracer, bind, get_aval, new_trace, valid_value)
+from funcgrad.core import Primitive, ShapedArray, Trace, Tracer, bind, get_aval, new_trace, valid_value
 from funcgrad.tree_util import PyTreeDef, tree_flatten, tree_unflatten
 
 __all__ = ["Var", "Literal", "Eqn", "Jaxpr", "make_jaxpr", "eval_jaxpr", "trace_to_jaxpr"]
@@ -84,7 +84,7 @@ class Jaxpr:
     def out_avals(self) -> list[ShapedArray]:
         return [v.aval for v in self.outvars]
 
-    def replace(self, **changes: Any) -> "Jaxpr":
+    def replace(self, **changes: Any) -> Jaxpr:
         fields = dict(constvars=self.constvars, consts=self.consts, invars=self.invars,
                       eqns=self.eqns, outvars=self.outvars, in_tree=self.in_tree,
                       out_tree=self.out_tree)
@@ -171,7 +171,7 @@ def pretty_print(jaxpr: Jaxpr) -> str:
 class JaxprTracer(Tracer):
     __slots__ = ("aval", "var")
 
-    def __init__(self, trace: "JaxprTrace", aval: ShapedArray, var: Var):
+    def __init__(self, trace: JaxprTrace, aval: ShapedArray, var: Var):
         self._trace = trace
         self.aval = aval
         self.var = var

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import operator
+
 import numpy as _np
 
 from funcgrad.core import ConcretizationError, Tracer, bind, dtype_of, to_concrete

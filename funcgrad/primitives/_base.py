@@ -7,7 +7,8 @@ primitive (:func:`elementwise`), and small helpers to move batch dimensions.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,9 @@ def unbroadcast(g: Any, like: Any) -> Any:
     for its gradient: every rule returns the cotangent of the broadcast result
     and calls this to bring it back to the operand's shape.
     """
-    from funcgrad.primitives import elementwise as ew, reduce as red, shape as sh
+    from funcgrad.primitives import elementwise as ew
+    from funcgrad.primitives import reduce as red
+    from funcgrad.primitives import shape as sh
     target = shape_of(like)
     gshape = shape_of(g)
     if gshape != target:

@@ -72,7 +72,8 @@ sqrt_p = elementwise("sqrt", np.sqrt, (lambda t, out, x: div(mul(t, 0.5), out),)
 sin_p = elementwise("sin", np.sin, (lambda t, out, x: mul(t, cos(x)),), codegen="np.sin({0})")
 cos_p = elementwise("cos", np.cos, (lambda t, out, x: neg(mul(t, sin(x))),), codegen="np.cos({0})")
 tan_p = elementwise("tan", np.tan, (lambda t, out, x: mul(t, add(1, mul(out, out))),), codegen="np.tan({0})")
-tanh_p = elementwise("tanh", np.tanh, (lambda t, out, x: mul(t, sub(1, mul(out, out))),), codegen="np.tanh({0})")
+tanh_p = elementwise("tanh", np.tanh, (lambda t, out, x: mul(t, sub(1, mul(out, out))),),
+                     codegen="np.tanh({0})")
 sinh_p = elementwise("sinh", np.sinh, (lambda t, out, x: mul(t, cosh(x)),), codegen="np.sinh({0})")
 cosh_p = elementwise("cosh", np.cosh, (lambda t, out, x: mul(t, sinh(x)),), codegen="np.cosh({0})")
 arctan_p = elementwise("arctan", np.arctan, (lambda t, out, x: div(t, add(1, mul(x, x))),),

@@ -9,15 +9,15 @@ user indices (Ellipsis, lists, boolean masks) into this form.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from funcgrad.core import Primitive, ShapedArray, bind
 from funcgrad.primitives import elementwise as ew
 from funcgrad.primitives import shape as sh
-from funcgrad.primitives._base import (
-    batch_size, move_to_front, ndim_of, register, shape_of, unbroadcast)
+from funcgrad.primitives._base import batch_size, move_to_front, ndim_of, register, shape_of, unbroadcast
 
 SLICE_ALL = ("s", None, None, None)
 

@@ -15,7 +15,14 @@ from funcgrad.core import Primitive, ShapedArray, bind
 from funcgrad.primitives import elementwise as ew
 from funcgrad.primitives import shape as sh
 from funcgrad.primitives._base import (
-    align_batched, move_to_front, ndim_of, register, result_dtype, shape_of, unbroadcast)
+    align_batched,
+    move_to_front,
+    ndim_of,
+    register,
+    result_dtype,
+    shape_of,
+    unbroadcast,
+)
 
 # ---- matmul --------------------------------------------------------------------------
 _mm_cache: dict = {}
@@ -220,12 +227,7 @@ def _einsum_batch(args, bdims, *, spec):
     ins_s, out_s = spec.split("->")
     ins = ins_s.split(",")
     b = next(c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba" if c not in spec)
-    xs = []
-    for x, d, sub in zip(args, bdims, ins):
-        if d is None:
-            xs.append(x)
-        else:
-            xs.append(move_to_front(x, d, 0))
+    xs = [x if d is None else move_to_front(x, d, 0) for x, d in zip(args, bdims)]
     new_ins = [(b + s) if d is not None else s for s, d in zip(ins, bdims)]
     return einsum(",".join(new_ins) + "->" + b + out_s, *xs), 0
 

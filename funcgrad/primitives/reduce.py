@@ -8,7 +8,8 @@ numerics matter: it is evaluated with the max subtracted.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -1,0 +1,1 @@
+"""Optax-style pure optimisers over pytrees: sgd, momentum, adam."""

@@ -1,0 +1,1 @@
+"""Testing helpers: check_grads compares derivatives with finite differences."""
