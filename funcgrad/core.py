@@ -348,66 +348,8 @@ class Tracer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}<{self._trace.name}>({self.aval.str_short()})"
 
-    # operators: all defined via the funcgrad.numpy facade
-    def __neg__(self): return _facade().negative(self)
-    def __pos__(self): return self
-    def __abs__(self): return _facade().abs(self)
-    def __add__(self, o): return _facade().add(self, o)
-    def __radd__(self, o): return _facade().add(o, self)
-    def __sub__(self, o): return _facade().subtract(self, o)
-    def __rsub__(self, o): return _facade().subtract(o, self)
-    def __mul__(self, o): return _facade().multiply(self, o)
-    def __rmul__(self, o): return _facade().multiply(o, self)
-    def __truediv__(self, o): return _facade().divide(self, o)
-    def __rtruediv__(self, o): return _facade().divide(o, self)
-    def __pow__(self, o): return _facade().power(self, o)
-    def __rpow__(self, o): return _facade().power(o, self)
-    def __matmul__(self, o): return _facade().matmul(self, o)
-    def __rmatmul__(self, o): return _facade().matmul(o, self)
-    def __lt__(self, o): return _facade().less(self, o)
-    def __le__(self, o): return _facade().less_equal(self, o)
-    def __gt__(self, o): return _facade().greater(self, o)
-    def __ge__(self, o): return _facade().greater_equal(self, o)
-    def __eq__(self, o): return _facade().equal(self, o)  # type: ignore[override]
-    def __ne__(self, o): return _facade().not_equal(self, o)  # type: ignore[override]
-    def __and__(self, o): return _facade().logical_and(self, o)
-    def __rand__(self, o): return _facade().logical_and(o, self)
-    def __or__(self, o): return _facade().logical_or(self, o)
-    def __ror__(self, o): return _facade().logical_or(o, self)
-    def __invert__(self): return _facade().logical_not(self)
-    def __getitem__(self, idx): return _facade()._getitem(self, idx)
-
-    @property
-    def T(self): return _facade().transpose(self)
-
-    @property
-    def at(self): return _facade()._IndexUpdateHelper(self)
-
-    def sum(self, axis=None, keepdims=False): return _facade().sum(self, axis, keepdims=keepdims)
-    def mean(self, axis=None, keepdims=False): return _facade().mean(self, axis, keepdims=keepdims)
-    def max(self, axis=None, keepdims=False): return _facade().max(self, axis, keepdims=keepdims)
-    def min(self, axis=None, keepdims=False): return _facade().min(self, axis, keepdims=keepdims)
-    def prod(self, axis=None, keepdims=False): return _facade().prod(self, axis, keepdims=keepdims)
-    def var(self, axis=None, keepdims=False): return _facade().var(self, axis, keepdims=keepdims)
-    def std(self, axis=None, keepdims=False): return _facade().std(self, axis, keepdims=keepdims)
-    def argmax(self, axis=None): return _facade().argmax(self, axis)
-    def argmin(self, axis=None): return _facade().argmin(self, axis)
-    def ravel(self): return _facade().ravel(self)
-    def flatten(self): return _facade().ravel(self)
-    def squeeze(self, axis=None): return _facade().squeeze(self, axis)
-    def dot(self, o): return _facade().dot(self, o)
-    def clip(self, a_min=None, a_max=None): return _facade().clip(self, a_min, a_max)
-    def astype(self, dtype): return _facade().astype(self, dtype)
-
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return _facade().reshape(self, shape)
-
-    def transpose(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return _facade().transpose(self, axes or None)
+    # Operators (+, *, @, <, [], .T, .at, .sum(), ...) are installed on this class by
+    # funcgrad.numpy, the one place that maps NumPy's names to primitives.
 
 
 def to_concrete(x: Any) -> Any:

@@ -607,3 +607,61 @@ _UFUNCS = {
     "logaddexp": logaddexp, "floor": floor,
 }
 
+
+
+# ----------------------------------------------- tracers behave like arrays ---
+def _install_tracer_methods() -> None:
+    """Give :class:`~funcgrad.core.Tracer` NumPy's operators and methods, mapped to this facade."""
+    T = Tracer
+    T.__neg__ = negative
+    T.__pos__ = lambda s: s
+    T.__abs__ = abs
+    T.__add__ = add
+    T.__radd__ = lambda s, o: add(o, s)
+    T.__sub__ = subtract
+    T.__rsub__ = lambda s, o: subtract(o, s)
+    T.__mul__ = multiply
+    T.__rmul__ = lambda s, o: multiply(o, s)
+    T.__truediv__ = divide
+    T.__rtruediv__ = lambda s, o: divide(o, s)
+    T.__pow__ = power
+    T.__rpow__ = lambda s, o: power(o, s)
+    T.__matmul__ = matmul
+    T.__rmatmul__ = lambda s, o: matmul(o, s)
+    T.__lt__ = less
+    T.__le__ = less_equal
+    T.__gt__ = greater
+    T.__ge__ = greater_equal
+    T.__eq__ = equal
+    T.__ne__ = not_equal
+    T.__and__ = logical_and
+    T.__rand__ = lambda s, o: logical_and(o, s)
+    T.__or__ = logical_or
+    T.__ror__ = lambda s, o: logical_or(o, s)
+    T.__invert__ = logical_not
+    T.__getitem__ = _getitem
+    T.T = property(lambda s: transpose(s))
+    T.at = property(_IndexUpdateHelper)
+    T.sum = lambda s, axis=None, keepdims=False: sum(s, axis, keepdims=keepdims)
+    T.mean = lambda s, axis=None, keepdims=False: mean(s, axis, keepdims=keepdims)
+    T.max = lambda s, axis=None, keepdims=False: max(s, axis, keepdims=keepdims)
+    T.min = lambda s, axis=None, keepdims=False: min(s, axis, keepdims=keepdims)
+    T.prod = lambda s, axis=None, keepdims=False: prod(s, axis, keepdims=keepdims)
+    T.var = lambda s, axis=None, ddof=0, keepdims=False: var(s, axis, ddof=ddof, keepdims=keepdims)
+    T.std = lambda s, axis=None, ddof=0, keepdims=False: std(s, axis, ddof=ddof, keepdims=keepdims)
+    T.argmax = lambda s, axis=None: argmax(s, axis)
+    T.argmin = lambda s, axis=None: argmin(s, axis)
+    T.ravel = ravel
+    T.flatten = ravel
+    T.squeeze = lambda s, axis=None: squeeze(s, axis)
+    T.dot = dot
+    T.clip = lambda s, a_min=None, a_max=None: clip(s, a_min, a_max)
+    T.astype = astype
+    T.reshape = lambda s, *shape: reshape(
+        s, tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+    T.transpose = lambda s, *axes: transpose(
+        s, (tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
+        or None)
+
+
+_install_tracer_methods()

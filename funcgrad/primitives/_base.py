@@ -64,11 +64,13 @@ def unbroadcast(g: Any, like: Any) -> Any:
     for its gradient: every rule returns the cotangent of the broadcast result
     and calls this to bring it back to the operand's shape.
     """
-    from funcgrad.primitives import elementwise as ew
-    from funcgrad.primitives import reduce as red
-    from funcgrad.primitives import shape as sh
-    target = shape_of(like)
-    gshape = shape_of(g)
+    target = getattr(like, "shape", ())
+    gshape = getattr(g, "shape", ())
+    dt = getattr(like, "dtype", None)
+    if gshape == target and dt is not None and getattr(g, "dtype", None) == dt:
+        return g          # the common case: nothing to undo
+    from funcgrad.primitives import elementwise as ew, reduce as red, shape as sh
+    target, gshape = tuple(target), tuple(gshape)
     if gshape != target:
         lead = len(gshape) - len(target)
         axes = tuple(range(lead)) + tuple(
