@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Primitive, Trace, Tracer, bind, dtype_of, get_aval, is_float, new_trace
+from funcgrad.core import Primitive, Trace, Tracer, _op_error, bind, dtype_of, get_aval, is_float, new_trace
 from funcgrad.primitives import elementwise as ew
 from funcgrad.primitives._base import shape_of
 from funcgrad.tree_util import tree_flatten, tree_map, tree_unflatten
@@ -155,71 +155,75 @@ class VJPTracer(Tracer):
 
 
 class VJPTrace(Trace):
+    """Runs the function on concrete values, recording one :class:`Node` per primitive.
+
+    ``tape`` lists the nodes in execution order, which is a topological order:
+    the backward pass walks it in reverse, with no graph search.
+    """
+
     name = "grad/vjp"
+
+    def __init__(self, level: int):
+        super().__init__(level)
+        self.tape: list[Node] = []
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
         primals, parents = [], []
-        for i, a in enumerate(args):
+        lower = False          # does any primal belong to an outer transformation?
+        i = 0
+        for a in args:
             if type(a) is VJPTracer and a._trace is self:
-                primals.append(a.primal)
+                p = a.primal
                 parents.append((i, a.node))
             else:
-                primals.append(a)
-        out = bind(prim, *primals, **params)
+                p = a
+            if isinstance(p, Tracer):
+                lower = True
+            primals.append(p)
+            i += 1
+        out = bind(prim, *primals, **params) if lower else _eval(prim, primals, params)
         if not parents or prim.zero_derivative or not is_float(out):
             return out
         if prim.vjp is None:
             raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
-        return VJPTracer(self, out, Node(prim, params, primals, out, parents))
+        node = Node(prim, params, primals, out, parents)
+        self.tape.append(node)
+        return VJPTracer(self, out, node)
 
 
-def _toposort(roots: list[Node]) -> list[Node]:
-    """Nodes reachable from ``roots``, each after all nodes it depends on (iterative DFS)."""
-    order: list[Node] = []
-    seen: set[int] = set()
-    for root in roots:
-        if id(root) in seen:
-            continue
-        stack: list = [(root, False)]
-        while stack:
-            n, done = stack.pop()
-            if done:
-                order.append(n)
-                continue
-            if id(n) in seen:
-                continue
-            seen.add(id(n))
-            stack.append((n, True))
-            for _, p in n.parents:
-                if id(p) not in seen:
-                    stack.append((p, False))
-    return order
+def _eval(prim: Primitive, args: list, params: dict) -> Any:
+    """``prim`` on concrete values (what ``bind`` would do, minus its tracer search)."""
+    try:
+        return prim.impl(*args, **params)
+    except Exception as e:
+        raise _op_error(prim, tuple(args), params, e) from None
 
 
-def backward_pass(roots: list[Node], cts: list) -> dict[int, Any]:
-    """Propagate output cotangents back to the tape's inputs; returns {id(input node): ct}."""
-    order = _toposort([r for r in roots])
-    acc: dict[int, Any] = {}
+def backward_pass(tape: list[Node], roots: list[Node], cts: list) -> dict[Node, Any]:
+    """Propagate output cotangents back through ``tape``; returns {input node: cotangent}.
+
+    A plain loop over the tape in reverse (no recursion, however deep the graph);
+    nodes that received no cotangent are skipped.
+    """
+    add = ew.add
+    acc: dict[Node, Any] = {}
     for r, ct in zip(roots, cts):
-        prev = acc.get(id(r))
-        acc[id(r)] = ct if prev is None else ew.add(prev, ct)
-    leaves: dict[int, Any] = {}
-    for n in reversed(order):
-        g = acc.pop(id(n), None)
+        prev = acc.get(r)
+        acc[r] = ct if prev is None else add(prev, ct)
+    for n in reversed(tape):
+        g = acc.pop(n, None)
         if g is None:
             continue
-        if n.prim is None:
-            leaves[id(n)] = g
-            continue
-        needed = tuple(i for i, _ in n.parents)
+        parents = n.parents
+        needed = (parents[0][0],) if len(parents) == 1 else tuple(i for i, _ in parents)
         in_cts = n.prim.vjp(g, n.out, n.primals, needed, **n.params)
-        for i, p in n.parents:
+        for i, p in parents:
             c = in_cts[i]
             if c is None:
                 continue
-            prev = acc.get(id(p))
-            acc[id(p)] = c if prev is None else ew.add(prev, c)
-    return leaves
+            prev = acc.get(p)
+            acc[p] = c if prev is None else add(prev, c)
+    return acc      # what is left: cotangents of the input nodes
 
 
 def _strip(x: Any, trace: VJPTrace) -> Any:
@@ -245,6 +249,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> tuple:
             aux = tree_map(lambda a: _as_output(_strip(a, trace)), aux)
         out_flat, out_tree = tree_flatten(out)
         roots = [o.node if type(o) is VJPTracer and o._trace is trace else None for o in out_flat]
+        tape = trace.tape
         out_primals = [_as_output(_strip(o, trace)) for o in out_flat]
 
     def vjp_fn(ct: Any) -> tuple:
@@ -257,10 +262,10 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> tuple:
                 raise ValueError(f"vjp_fn: cotangent {i} has shape {shape_of(c)}, the output "
                                  f"has shape {shape_of(o)}")
         pairs = [(r, c) for r, c in zip(roots, ct_flat) if r is not None]
-        got = backward_pass([r for r, _ in pairs], [c for _, c in pairs])
+        got = backward_pass(tape, [r for r, _ in pairs], [c for _, c in pairs])
         res = []
         for x, n in zip(flat, inputs):
-            g = got.get(id(n))
+            g = got.get(n)
             res.append(zeros_like_value(x) if g is None else _as_output(g))
         return tuple(tree_unflatten(in_tree, res))
 

@@ -69,7 +69,9 @@ def unbroadcast(g: Any, like: Any) -> Any:
     dt = getattr(like, "dtype", None)
     if gshape == target and dt is not None and getattr(g, "dtype", None) == dt:
         return g          # the common case: nothing to undo
-    from funcgrad.primitives import elementwise as ew, reduce as red, shape as sh
+    from funcgrad.primitives import elementwise as ew
+    from funcgrad.primitives import reduce as red
+    from funcgrad.primitives import shape as sh
     target, gshape = tuple(target), tuple(gshape)
     if gshape != target:
         lead = len(gshape) - len(target)
