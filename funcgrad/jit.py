@@ -88,7 +88,10 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             expr = f"{fn}({', '.join(args)})"
         lines.append(f"    {out} = {expr}")
         names[id(e.outputs[0])] = out
-    outs = ", ".join(src(a) for a in jaxpr.outvars)
+    # an output that is an input or a (cached) constant is copied: callers get fresh arrays,
+    # so mutating a result can never change a later call's answer
+    direct = {id(v) for v in jaxpr.invars} | {id(v) for v in jaxpr.constvars}
+    outs = ", ".join(f"np.array({src(a)})" if id(a) in direct else src(a) for a in jaxpr.outvars)
     lines.append(f"    return [{outs}]")
     code = "\n".join(lines)
     exec(compile(code, "<funcgrad.jit>", "exec"), ns)  # noqa: S102 - our own generated source
