@@ -1,1 +1,234 @@
-"""Neural-network helpers: activations, losses, MLP initialisation and application."""
+"""Neural-network helpers: activations, losses, MLP initialisation and application.
+
+Everything here is written with :mod:`funcgrad.numpy`, so ``grad``, ``vmap``,
+``jit`` and the rest apply to it.  The activations stay finite, and so do their
+derivatives of every order, at any finite input (try ``x = +-1000``): each one
+only ever exponentiates non-positive numbers.
+
+``init_mlp`` and ``mlp`` work with a list of layers ``{"W": (in, out), "b":
+(out,)}``, so ``x @ W + b`` maps a batch of rows ``x`` to the next layer.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+import funcgrad.numpy as fnp
+from funcgrad.core import ConcretizationError, dtype_of, to_concrete
+
+__all__ = ["relu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "logsumexp",
+           "one_hot", "mse", "softmax_cross_entropy", "binary_logistic_loss", "hinge_loss",
+           "init_mlp", "mlp"]
+
+Array = Any
+
+
+# ---------------------------------------------------------------- activations ---
+
+def relu(x: Array) -> Array:
+    """``max(x, 0)``; its derivative at exactly 0 is taken as 0 (as in JAX)."""
+    return fnp.where(x > 0, x, 0)
+
+
+def sigmoid(x: Array) -> Array:
+    """The logistic function ``1 / (1 + exp(-x))``, accurate in both tails.
+
+    With ``e = exp(-|x|)`` (never overflows) it is ``1 / (1 + e)`` for
+    ``x >= 0`` and ``e / (1 + e)`` otherwise; both branches are finite
+    everywhere, so ``where`` never multiplies an infinity by a zero cotangent.
+    """
+    pos = x >= 0
+    e = fnp.exp(fnp.where(pos, -x, x))     # exp(-|x|), differentiable at 0 too
+    return fnp.where(pos, 1 / (1 + e), e / (1 + e))
+
+
+def tanh(x: Array) -> Array:
+    """Hyperbolic tangent (the lecture's smooth activation)."""
+    return fnp.tanh(x)
+
+
+def softplus(x: Array) -> Array:
+    """``log(1 + exp(x))`` without overflow: ``max(x, 0) + log1p(exp(-|x|))``.
+
+    Written with two clamped branches so that every derivative (including the
+    second one at 0, where ``|x|`` has a kink) is exact: ``softplus' = sigmoid``.
+    """
+    pos = x >= 0
+    xp = fnp.where(pos, x, 0)
+    xn = fnp.where(pos, 0, x)
+    return fnp.where(pos, xp + fnp.log1p(fnp.exp(-xp)), fnp.log1p(fnp.exp(xn)))
+
+
+def logsumexp(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
+    """``log(sum(exp(x), axis))``, computed with the maximum subtracted."""
+    return fnp.logsumexp(x, axis=axis, keepdims=keepdims)
+
+
+def log_softmax(x: Array, axis: int = -1) -> Array:
+    """``x - logsumexp(x)`` along ``axis``: log-probabilities, stable for any logits."""
+    return x - fnp.logsumexp(x, axis=axis, keepdims=True)
+
+
+def softmax(x: Array, axis: int = -1) -> Array:
+    """``exp(x) / sum(exp(x))`` along ``axis`` (computed as ``exp(log_softmax(x))``)."""
+    return fnp.exp(log_softmax(x, axis))
+
+
+def one_hot(labels: Array, num_classes: int, dtype: Any = np.float64) -> Array:
+    """``labels[..., None] == arange(num_classes)`` as ``dtype`` (rows of zeros and one 1)."""
+    classes = np.arange(operator.index(num_classes))
+    return fnp.astype(fnp.expand_dims(labels, -1) == classes, dtype)
+
+
+# --------------------------------------------------------------------- losses ---
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(losses: Array, reduction: str, where: str) -> Array:
+    if reduction == "mean":
+        return fnp.mean(losses)
+    if reduction == "sum":
+        return fnp.sum(losses)
+    if reduction == "none":
+        return losses
+    raise ValueError(f"{where}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _concrete_or_none(x: Array) -> np.ndarray | None:
+    """The value of ``x`` if it is known now (not under jit/vmap), else None."""
+    try:
+        return np.asarray(to_concrete(x))
+    except ConcretizationError:
+        return None
+
+
+def mse(pred: Array, target: Array, reduction: str = "mean") -> Array:
+    """Squared error ``(pred - target) ** 2``, averaged over all entries by default."""
+    if fnp.shape(pred) != fnp.shape(target):
+        raise ValueError(f"mse: pred has shape {fnp.shape(pred)} but target has shape "
+                         f"{fnp.shape(target)}; they must match")
+    d = pred - target
+    return _reduce(d * d, reduction, "mse")
+
+
+def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean") -> Array:
+    """``-log softmax(logits)[label]`` for integer class labels.
+
+    ``logits`` has shape ``(..., C)`` and ``labels`` shape ``(...)`` with values
+    in ``0 .. C-1``.  Out-of-range labels raise ``ValueError`` whenever the
+    labels are known (always, except under ``jit``/``vmap`` where they are
+    abstract; there an out-of-range label contributes ``logsumexp(logits)``).
+    """
+    shape = fnp.shape(logits)
+    if len(shape) == 0:
+        raise ValueError("softmax_cross_entropy: logits must have a class axis (shape (..., C)), "
+                         "got a scalar")
+    if fnp.shape(labels) != shape[:-1]:
+        raise ValueError(f"softmax_cross_entropy: labels have shape {fnp.shape(labels)} but logits "
+                         f"have shape {shape}; labels must have shape {shape[:-1]} "
+                         "(one integer class per row of logits)")
+    if isinstance(labels, (list, tuple, int)):
+        labels = np.asarray(labels)
+    dt = dtype_of(labels)
+    if dt.kind not in "iu":
+        raise TypeError(f"softmax_cross_entropy: labels must be integer class indices, got dtype "
+                        f"{dt}; use labels.astype(int) (or pass one-hot targets to your own loss)")
+    c = shape[-1]
+    known = _concrete_or_none(labels)
+    if known is not None and known.size and (known.min() < 0 or known.max() >= c):
+        bad = known[(known < 0) | (known >= c)]
+        raise ValueError(f"softmax_cross_entropy: labels must be in the range [0, {c - 1}] "
+                         f"(logits have {c} classes), got {bad.ravel()[:5].tolist()}")
+    logp = log_softmax(logits, axis=-1)
+    picked = fnp.sum(fnp.where(fnp.expand_dims(labels, -1) == np.arange(c), logp, 0), axis=-1)
+    return _reduce(-picked, reduction, "softmax_cross_entropy")
+
+
+def _check_pm1(labels: Array, scores: Array, where: str) -> None:
+    if fnp.shape(labels) != fnp.shape(scores):
+        raise ValueError(f"{where}: scores have shape {fnp.shape(scores)} but labels have shape "
+                         f"{fnp.shape(labels)}; they must match")
+    known = _concrete_or_none(labels)
+    if known is not None and not np.all((known == 1) | (known == -1)):
+        bad = np.unique(known[(known != 1) & (known != -1)])
+        raise ValueError(f"{where}: labels must be -1 or +1, got {bad[:5].tolist()}; convert "
+                         "{0, 1} labels with 2 * y - 1")
+
+
+def binary_logistic_loss(scores: Array, labels: Array, reduction: str = "mean") -> Array:
+    """Logistic loss ``log(1 + exp(-y * s))`` for labels ``y`` in ``{-1, +1}``.
+
+    Labels use the lecture's ``{-1, +1}`` convention (``{0, 1}`` labels raise
+    ``ValueError``; map them with ``2 * y - 1``).  Computed as
+    ``softplus(-y * s)``, so it is finite for any score.
+    """
+    _check_pm1(labels, scores, "binary_logistic_loss")
+    return _reduce(softplus(-labels * scores), reduction, "binary_logistic_loss")
+
+
+def hinge_loss(scores: Array, labels: Array, reduction: str = "mean") -> Array:
+    """Hinge loss ``max(0, 1 - y * s)`` for labels ``y`` in ``{-1, +1}`` (as the SVM)."""
+    _check_pm1(labels, scores, "hinge_loss")
+    return _reduce(relu(1 - labels * scores), reduction, "hinge_loss")
+
+
+# ------------------------------------------------------------------------ MLP ---
+
+def _is_relu(activation: Callable | str) -> bool:
+    return activation is relu or activation == "relu" or getattr(activation, "__name__", "") == "relu"
+
+
+def init_mlp(sizes: Sequence[int], seed: int = 0, activation: Callable | str = relu,
+             dtype: Any = np.float64) -> list[dict[str, np.ndarray]]:
+    """Random parameters for an MLP with layer widths ``sizes`` (input first, output last).
+
+    Returns ``[{"W": (sizes[i], sizes[i+1]), "b": (sizes[i+1],)}, ...]``.  Weights
+    are normal with standard deviation ``sqrt(2 / fan_in)`` (He) when
+    ``activation`` is ReLU, else ``sqrt(2 / (fan_in + fan_out))`` (Glorot), so
+    activations keep their scale through the layers; biases start at zero.  The
+    same ``seed`` always gives the same parameters (``numpy.random.default_rng``).
+    ``dtype`` is float64 by default; float32 is allowed.
+    """
+    try:
+        sizes = [operator.index(n) for n in sizes]
+    except TypeError:
+        raise TypeError(f"init_mlp: sizes must be a sequence of integers, got {sizes!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"init_mlp: sizes needs at least two entries (input and output widths), "
+                         f"got {sizes}")
+    if any(n <= 0 for n in sizes):
+        raise ValueError(f"init_mlp: every layer size must be positive, got {sizes}")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"init_mlp: dtype must be a floating-point type, got {dtype}")
+    rng = np.random.default_rng(seed)
+    he = _is_relu(activation)
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        std = np.sqrt(2.0 / fan_in) if he else np.sqrt(2.0 / (fan_in + fan_out))
+        params.append({"W": (rng.standard_normal((fan_in, fan_out)) * std).astype(dtype),
+                       "b": np.zeros(fan_out, dtype)})
+    return params
+
+
+def mlp(params: Sequence[dict], x: Array, activation: Callable = relu) -> Array:
+    """Apply the MLP: ``h = activation(h @ W + b)`` for every layer but the last.
+
+    ``x`` has shape ``(..., in)``; the result has shape ``(..., out)`` and is the
+    raw output (logits): no activation after the last layer.
+    """
+    if isinstance(activation, str):
+        activation = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "softplus": softplus}[activation]
+    if len(params) == 0:
+        raise ValueError("mlp: params is empty; build it with init_mlp(sizes, seed)")
+    h = x
+    for i, layer in enumerate(params):
+        h = h @ layer["W"] + layer["b"]
+        if i < len(params) - 1:
+            h = activation(h)
+    return h
