@@ -33,7 +33,10 @@ div_p = elementwise("div", np.true_divide, (
 
 
 def _pow_base(t, out, x, y):
-    return mul(t, mul(y, pow_(x, sub(y, 1))))
+    # a Python exponent stays a Python number (weakly typed): np.subtract(3, 1) would give a
+    # strong int64 that silently upcasts float32 x
+    ym1 = y - 1 if type(y) in (int, float) else sub(y, 1)
+    return mul(t, mul(y, pow_(x, ym1)))
 
 
 def _pow_exponent(t, out, x, y):
