@@ -90,9 +90,14 @@ def _short_dtype(dtype: np.dtype) -> str:
     return _DTYPE_SHORT.get(dtype.name, dtype.name)
 
 
+_NUMERIC_KINDS = "biufc"
+
+
 def valid_value(x: Any) -> bool:
-    """True for the values funcgrad accepts as array data."""
-    return isinstance(x, (Tracer,) + _ARRAY_TYPES + _SCALAR_TYPES)
+    """True for the values funcgrad accepts as array data (numeric arrays and scalars, tracers)."""
+    if isinstance(x, _ARRAY_TYPES):
+        return x.dtype.kind in _NUMERIC_KINDS
+    return isinstance(x, (Tracer,) + _SCALAR_TYPES)
 
 
 def get_aval(x: Any) -> ShapedArray:
@@ -162,10 +167,13 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim``: hand it to the highest-level trace among ``args``.
 
     With no tracer among the arguments this is just the NumPy implementation,
-    which is the eager fast path (no thread-local lookup, no validation).
+    which is the eager fast path (no thread-local lookup; each argument's type is
+    checked with one set lookup, so strings and arbitrary objects get a TypeError).
     """
     top = None
     for a in args:
+        if type(a) in _PLAIN_TYPES:
+            continue
         if isinstance(a, Tracer):
             t = a._trace
             if not t.alive:
@@ -178,6 +186,8 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
                     "at the same level; a tracer escaped from one transformation into "
                     "another (leaked tracer). Return values out of transformed functions "
                     "instead of storing tracers in outside variables.")
+        elif not _accepted(a):   # strings, None, arbitrary objects: NumPy might even accept them
+            raise _op_error(prim, args, params, None)
     if top is None:
         try:
             return prim.impl(*args, **params)
@@ -186,12 +196,38 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     return top.process_primitive(prim, args, params)
 
 
-def _op_error(prim: Primitive, args: tuple, params: dict, err: Exception) -> Exception:
+# exact types the eager path accepts without further checks (a set lookup per argument)
+_PLAIN_TYPES = frozenset([np.ndarray, bool, int, float, complex] + [
+    np.dtype(c).type for c in "?bhilqBHILQefdgFDG"])
+
+
+def _accepted(x: Any) -> bool:
+    """True for values ``bind`` accepts: numeric arrays and scalars, tracers, numeric lists."""
+    if isinstance(x, (list, tuple)):
+        try:
+            return np.asarray(x).dtype.kind in _NUMERIC_KINDS
+        except (TypeError, ValueError):
+            return False
+    return valid_value(x)
+
+
+def unsupported_type_message(where: str, i: int, x: Any) -> str:
+    """The message for an argument funcgrad cannot work on, naming it and its type."""
+    what = type(x).__name__
+    if isinstance(x, _ARRAY_TYPES) or isinstance(x, (list, tuple)):
+        try:
+            what += f" of dtype {np.asarray(x).dtype}"
+        except (TypeError, ValueError):
+            what += " that is not a regular array"
+    return (f"{where}: argument {i} has unsupported type {what}; funcgrad operations take "
+            "numeric NumPy arrays, NumPy scalars or Python numbers")
+
+
+def _op_error(prim: Primitive, args: tuple, params: dict, err: Exception | None) -> Exception:
     for i, a in enumerate(args):
-        if not valid_value(a):
-            return TypeError(
-                f"{prim.name}: argument {i} has unsupported type {type(a).__name__}; "
-                "funcgrad operations take NumPy arrays, NumPy scalars or Python numbers")
+        if not _accepted(a):
+            return TypeError(unsupported_type_message(prim.name, i, a))
+    assert err is not None
     if prim.abstract_eval is not None:
         try:
             prim.abstract_eval(*[get_aval(a) for a in args], **params)

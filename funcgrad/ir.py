@@ -14,7 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Primitive, ShapedArray, Trace, Tracer, bind, get_aval, new_trace, valid_value
+from funcgrad.core import (
+    Primitive,
+    ShapedArray,
+    Trace,
+    Tracer,
+    bind,
+    get_aval,
+    new_trace,
+    unsupported_type_message,
+    valid_value,
+)
 from funcgrad.tree_util import PyTreeDef, tree_flatten, tree_unflatten
 
 __all__ = ["Var", "Literal", "Eqn", "Jaxpr", "make_jaxpr", "eval_jaxpr", "trace_to_jaxpr"]
@@ -201,13 +211,12 @@ class JaxprTrace(Trace):
         """The graph atom for ``x``: its variable, a literal, or a captured constant."""
         if isinstance(x, JaxprTracer) and x._trace is self:
             return x.var
-        if isinstance(x, (bool, int, float, complex)) or (isinstance(x, np.generic)):
-            return Literal(x, get_aval(x))
         if isinstance(x, (list, tuple)):
-            x = np.asarray(x)
+            x = _asarray_or_self(x)
         if not valid_value(x):
-            raise TypeError(f"{prim_name}: argument {i} has unsupported type {type(x).__name__}; "
-                            "funcgrad operations take NumPy arrays, NumPy scalars or Python numbers")
+            raise TypeError(unsupported_type_message(prim_name, i, x))
+        if isinstance(x, (bool, int, float, complex, np.generic)):
+            return Literal(x, get_aval(x))
         v = self._const_ids.get(id(x))
         if v is None:
             v = Var(get_aval(x))
@@ -224,11 +233,20 @@ class JaxprTrace(Trace):
         return JaxprTracer(self, aval, out)
 
 
+def _asarray_or_self(x: Any) -> Any:
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError):   # ragged or odd sequences: reported as unsupported
+        return x
+
+
 def _check_leaf(x: Any, where: str, i: int) -> Any:
     if isinstance(x, (list, tuple)):
-        x = np.asarray(x)
+        x = _asarray_or_self(x)
     if not valid_value(x):
-        raise TypeError(f"{where}: argument leaf {i} has unsupported type {type(x).__name__}; "
+        what = type(x).__name__ + (f" of dtype {x.dtype}" if isinstance(x, (np.ndarray, np.generic))
+                                   else "")
+        raise TypeError(f"{where}: argument leaf {i} has unsupported type {what}; "
                         "transformed functions take NumPy arrays, Python numbers and pytrees "
                         "(tuples, lists, dicts) of them. Mark other arguments static with "
                         "static_argnums.")

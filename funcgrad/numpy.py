@@ -17,13 +17,12 @@ import operator
 
 import numpy as _np
 
-from funcgrad.core import ConcretizationError, Tracer, bind, dtype_of, to_concrete
+from funcgrad.core import ConcretizationError, Tracer, bind, dtype_of, to_concrete, valid_value
 from funcgrad.primitives import elementwise as _ew
 from funcgrad.primitives import indexing as _ix
 from funcgrad.primitives import linalg as _la
 from funcgrad.primitives import reduce as _red
 from funcgrad.primitives import shape as _sh
-from funcgrad.primitives._base import shape_of as _shape_of
 
 # dtypes and constants, so code written against numpy keeps working
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
@@ -33,6 +32,35 @@ ndarray = _np.ndarray
 dtype = _np.dtype
 
 _add_p, _sub_p, _mul_p, _div_p = _ew.add_p, _ew.sub_p, _ew.mul_p, _ew.div_p
+
+
+def _shape_of(x) -> tuple:
+    """Shape of an array, tracer, scalar or (nested) list; TypeError for anything else.
+
+    Lists count with their NumPy shape (``fnp.sum([1, 2])`` is 3, as in NumPy), and
+    strings or arbitrary objects are rejected here, before any shortcut could pass
+    them through unchanged (``fnp.transpose("ab")``).
+    """
+    s = getattr(x, "shape", None)
+    if s is not None and (isinstance(x, Tracer) or valid_value(x)):
+        return tuple(s)
+    if isinstance(x, (bool, int, float, complex)):
+        return ()
+    if isinstance(x, (list, tuple)):
+        try:
+            a = _np.asarray(x)
+        except (TypeError, ValueError):
+            a = None
+        if a is not None and valid_value(a):
+            return a.shape
+    desc = type(x).__name__ + (f" of dtype {x.dtype}" if isinstance(x, (_np.ndarray, _np.generic)) else "")
+    raise TypeError(f"funcgrad.numpy: argument {_short_repr(x)} has unsupported type {desc}; "
+                    "funcgrad operations take numeric NumPy arrays, NumPy scalars or Python numbers")
+
+
+def _short_repr(x) -> str:
+    r = repr(x)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 # ----------------------------------------------------------- elementwise ---

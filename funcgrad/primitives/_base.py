@@ -26,7 +26,9 @@ def register(prim: Primitive) -> Primitive:
 
 def shape_of(x: Any) -> tuple:
     s = getattr(x, "shape", None)
-    return () if s is None else tuple(s)
+    if s is not None:
+        return tuple(s)
+    return np.shape(x) if isinstance(x, (list, tuple)) else ()   # lists: NumPy's shape
 
 
 def ndim_of(x: Any) -> int:
