@@ -8,6 +8,7 @@ generic (see ``_base.elementwise``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,10 @@ def _pow_base(t, out, x, y):
 
 
 def _pow_exponent(t, out, x, y):
+    if type(x) in (int, float):
+        # a Python base stays weakly typed (np.where/np.log on it give strong float64,
+        # which upcast the float32 derivative of 2.0 ** y)
+        return mul(t, 0.0) if x == 0 else mul(t, mul(math.log(x) if x > 0 else math.nan, out))
     zero = eq(x, 0)
     return mul(t, select(zero, 0, mul(log(select(zero, 1, x)), out)))
 
