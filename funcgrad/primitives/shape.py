@@ -172,7 +172,7 @@ def _concat_vjp(ct, out, primals, needed, *, axis):
     for i, p in enumerate(primals):
         n = shape_of(p)[axis]
         if i in needed:
-            index = (("slice", None, None, None),) * axis + (("slice", start, start + n, None),)
+            index = (ix.SLICE_ALL,) * axis + (("s", start, start + n, None),)
             res[i] = ix.gather(ct, (), index)
         start += n
     return res
