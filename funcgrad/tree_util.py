@@ -31,12 +31,28 @@ def register_pytree_node(cls: type, flatten: Callable[[Any], tuple[Iterable, Any
     _registry[cls] = (flatten, unflatten)
 
 
-def register_dataclass(cls: type) -> type:
-    """Register a dataclass as a pytree whose fields are children (usable as a decorator)."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    register_pytree_node(
-        cls, lambda obj: ([getattr(obj, n) for n in names], None),
-        lambda _, children: cls(**dict(zip(names, children))))
+def register_dataclass(cls: type, data_fields: Iterable[str] | None = None,
+                       meta_fields: Iterable[str] | None = None) -> type:
+    """Register a dataclass as a pytree (usable as a decorator), as ``jax.tree_util.register_dataclass``.
+
+    ``data_fields`` are children (arrays); ``meta_fields`` are static and go into
+    the tree structure (so they must be hashable).  Without either, every field is
+    data except those declared with ``field(metadata={"static": True})``.
+    """
+    if data_fields is None and meta_fields is None:
+        fields = dataclasses.fields(cls)
+        data = [f.name for f in fields if not f.metadata.get("static", False)]
+        meta = [f.name for f in fields if f.metadata.get("static", False)]
+    else:
+        data, meta = list(data_fields or ()), list(meta_fields or ())
+
+    def flatten(obj: Any) -> tuple[list, tuple]:
+        return [getattr(obj, n) for n in data], tuple(getattr(obj, n) for n in meta)
+
+    def unflatten(aux: tuple, children: Iterable) -> Any:
+        return cls(**dict(zip(data, children)), **dict(zip(meta, aux)))
+
+    register_pytree_node(cls, flatten, unflatten)
     return cls
 
 
@@ -78,15 +94,33 @@ class PyTreeDef:
         self.num_leaves = 1 if node_type == "leaf" else sum(c.num_leaves for c in children)
         self._hash: int | None = None
 
-    def _key(self) -> tuple:
-        return (self.node_type, self.aux, self.children)
-
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, PyTreeDef) and self._key() == other._key()
+        # iterative, so structures nested thousands deep compare without RecursionError
+        if not isinstance(other, PyTreeDef):
+            return False
+        stack = [(self, other)]
+        while stack:
+            a, b = stack.pop()
+            if a is b:
+                continue
+            if (a.node_type != b.node_type or a.num_leaves != b.num_leaves
+                    or len(a.children) != len(b.children) or a.aux != b.aux
+                    or (a._hash is not None and b._hash is not None and a._hash != b._hash)):
+                return False
+            stack.extend(zip(a.children, b.children))
+        return True
 
     def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash(self._key())
+        if self._hash is None:   # post-order over the nodes not hashed yet (no recursion)
+            stack = [self]
+            while stack:
+                d = stack[-1]
+                pending = [c for c in d.children if c._hash is None]
+                if pending:
+                    stack.extend(pending)
+                    continue
+                stack.pop()
+                d._hash = hash((d.node_type, d.aux, tuple(c._hash for c in d.children)))
         return self._hash
 
     def __repr__(self) -> str:
@@ -100,18 +134,39 @@ LEAF = PyTreeDef("leaf", None, ())
 
 
 def _describe(d: PyTreeDef) -> str:
-    if d.node_type == "leaf":
-        return "*"
-    if d.node_type is None:
-        return "None"
-    inner = ", ".join(_describe(c) for c in d.children)
-    if d.node_type is tuple:
-        return f"({inner}{',' if len(d.children) == 1 else ''})"
-    if d.node_type is list:
-        return f"[{inner}]"
-    if d.node_type is dict:
-        return "{" + ", ".join(f"{k!r}: {_describe(c)}" for k, c in zip(d.aux, d.children)) + "}"
-    return f"{d.node_type.__name__}({inner})"
+    """``*`` for leaves, containers as Python writes them; iterative (deep trees are fine)."""
+    out: list[str] = []
+    stack: list = [d]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        t = item.node_type
+        if isinstance(t, str):   # "leaf"
+            out.append("*")
+            continue
+        if t is None:
+            out.append("None")
+            continue
+        if t is tuple:
+            opening, closing = "(", ("," if len(item.children) == 1 else "") + ")"
+        elif t is list:
+            opening, closing = "[", "]"
+        elif t is dict:
+            opening, closing = "{", "}"
+        else:
+            opening, closing = f"{t.__name__}(", ")"
+        parts: list = [opening]
+        for k, c in enumerate(item.children):
+            if k:
+                parts.append(", ")
+            if t is dict:
+                parts.append(f"{item.aux[k]!r}: ")
+            parts.append(c)
+        parts.append(closing)
+        stack.extend(reversed(parts))
+    return "".join(out)
 
 
 def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tuple[list, PyTreeDef]:
@@ -194,13 +249,33 @@ def treedef_is_leaf(treedef: PyTreeDef) -> bool:
     return treedef.node_type == "leaf"
 
 
+def _flatten_up_to(treedef: PyTreeDef, tree: Any, is_leaf: Callable[[Any], bool] | None,
+                   where: str) -> list:
+    """The subtrees of ``tree`` at the leaves of ``treedef`` (which must be a prefix of it)."""
+    out: list = []
+    stack: list = [(treedef, tree)]
+    while stack:
+        d, x = stack.pop()
+        if d.node_type == "leaf":
+            out.append(x)
+            continue
+        node = None if (is_leaf is not None and is_leaf(x)) else _node(x)
+        if (node is None or node[0] is not d.node_type or len(node[2]) != len(d.children)
+                or node[1] != d.aux):
+            raise ValueError(f"{where}: pytrees have different structures: {treedef} and "
+                             f"{tree_structure(tree, is_leaf)} (every further tree must have the "
+                             "first one's structure, or extend it at its leaves)")
+        stack.extend(reversed(list(zip(d.children, node[2]))))
+    return out
+
+
 def tree_map(f: Callable, tree: Any, *rest: Any, is_leaf: Callable[[Any], bool] | None = None) -> Any:
-    """Apply ``f`` leaf-wise over one or more pytrees of the same structure."""
+    """Apply ``f`` leaf-wise over one or more pytrees.
+
+    As in JAX, ``tree`` fixes the structure: each tree in ``rest`` must have the
+    same structure or extend it (a leaf of ``tree`` may face a whole subtree,
+    which is passed to ``f`` as it is).
+    """
     leaves, treedef = tree_flatten(tree, is_leaf)
-    others = []
-    for r in rest:
-        r_leaves, r_def = tree_flatten(r, is_leaf)
-        if r_def != treedef:
-            raise ValueError(f"tree_map: pytrees have different structures: {treedef} and {r_def}")
-        others.append(r_leaves)
+    others = [_flatten_up_to(treedef, r, is_leaf, "tree_map") for r in rest]
     return tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *others)])
