@@ -114,15 +114,49 @@ _weighted_rules(reduce_min_p, _argext_weights)
 
 
 # ---- prod ----------------------------------------------------------------------
+def _exclusive_prefix_products(x: Any) -> Any:
+    """``out[..., j] = prod(x[..., :j])`` along the last axis, by log-step doubling.
+
+    Built from multiplications only (no division), so it is exact where x has
+    zeros and its own derivatives, to any order, are right.
+    """
+    from funcgrad.primitives import indexing as ix
+    shape = shape_of(x)
+    lead, n = shape[:-1], shape[-1]
+    keep_lead = (ix.SLICE_ALL,) * len(lead)
+    one = np.ones((), ew.dtype_of(x))
+
+    def shifted(a, k):    # a moved k places along the last axis, ones shifted in
+        body = ix.gather(a, (), keep_lead + (("s", None, n - k, None),))
+        return bind(sh.concatenate_p, sh.broadcast_to(one, lead + (k,)), body, axis=len(lead))
+
+    incl, k = x, 1
+    while k < n:
+        incl = ew.mul(incl, shifted(incl, k))
+        k *= 2
+    return shifted(incl, 1)
+
+
 def _prod_weights(x, out_k, axes):
-    """Product of the other elements, exact also where x contains zeros."""
-    is_zero = ew.eq(x, 0)
-    safe = ew.select(is_zero, 1, x)
-    nz_prod = reduce_prod(safe, axes, True)
-    n_zero = reduce_sum(ew.convert(is_zero, np.int64), axes, True)
-    at_zero = ew.select(ew.eq(n_zero, 1), nz_prod, 0)
-    elsewhere = ew.select(ew.eq(n_zero, 0), ew.div(nz_prod, safe), 0)
-    return ew.select(is_zero, at_zero, elsewhere)
+    """Product of the other elements, ``prod_{i != j} x_i``: prefix times suffix products.
+
+    Exact where x contains zeros, and differentiable again (the second derivative
+    with respect to two zeros is the product of the rest, not 0).
+    """
+    from funcgrad.primitives import indexing as ix
+    shape = shape_of(x)
+    rest = tuple(i for i in range(len(shape)) if i not in axes)
+    n = int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    if n <= 1:
+        return sh.broadcast_to(np.ones((), ew.dtype_of(x)), shape)
+    perm = rest + tuple(axes)
+    lead = tuple(shape[i] for i in rest)
+    flat = sh.reshape(sh.transpose(x, perm), lead + (n,))
+    rev = (ix.SLICE_ALL,) * len(lead) + (("s", None, None, -1),)
+    before = _exclusive_prefix_products(flat)
+    after = ix.gather(_exclusive_prefix_products(ix.gather(flat, (), rev)), (), rev)
+    others = sh.reshape(ew.mul(before, after), tuple(shape[i] for i in perm))
+    return sh.transpose(others, tuple(int(i) for i in np.argsort(perm)))
 
 
 reduce_prod_p = _declare("reduce_prod", lambda x, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims),
