@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Primitive, ShapedArray, bind
+from funcgrad.core import Primitive, ShapedArray, Tracer, bind
 from funcgrad.primitives import elementwise as ew
 from funcgrad.primitives import shape as sh
 from funcgrad.primitives._base import batch_size, move_to_front, ndim_of, register, shape_of, unbroadcast
@@ -167,9 +167,36 @@ def scatter(x: Any, v: Any, arrays: Sequence, index: tuple, mode: str) -> Any:
     return bind(scatter_p, x, v, *arrays, index=index, mode=mode)
 
 
+def _check_unique_for_mul(x: Any, arrays: Sequence, index: tuple) -> None:
+    """The derivative of ``.at[idx].multiply(v)`` in ``v`` assumes each position is hit once.
+
+    Where the index arrays are concrete, repeated positions are detected and
+    refused (as JAX does) instead of giving a wrong derivative.
+    """
+    if not arrays or any(isinstance(a, Tracer) for a in arrays):
+        return
+    counts = _scatter_impl(np.zeros(shape_of(x), np.int64), 1, *arrays, index=index, mode="add")
+    if counts.size and counts.max() > 1:
+        raise NotImplementedError(
+            "x.at[idx].multiply(v): the derivative with respect to v is only implemented for "
+            "indices that hit each position once; idx repeats positions. Multiply the repeated "
+            "factors together first (for example with x.at[idx].add on a log scale or fnp.prod).")
+
+
+def _set_winners(x: Any, arrays: Sequence, index: tuple) -> Any:
+    """For ``.at[idx].set(v)`` with repeated positions: a mask of the updates that are kept."""
+    region = _indexed_shape(ShapedArray(shape_of(x), np.float64),
+                            [ShapedArray(shape_of(a), np.intp) for a in arrays], index)
+    ids = np.arange(int(np.prod(region, dtype=np.int64))).reshape(region)
+    winners = scatter(np.full(shape_of(x), -1, np.int64), ids, arrays, index, "set")
+    return ew.eq(gather(winners, arrays, index), ids)
+
+
 def _scatter_jvp(primals, tangents, *, index, mode):
     x, v, arrays = primals[0], primals[1], primals[2:]
     tx, tv = tangents[0], tangents[1]
+    if mode == "mul" and tv is not None:
+        _check_unique_for_mul(x, arrays, index)
     out = scatter(x, v, arrays, index, mode)
     if mode in ("set", "add"):
         if mode == "add" and tv is None:
@@ -196,7 +223,10 @@ def _scatter_vjp(ct, out, primals, needed, *, index, mode):
     if 1 in needed:
         g = gather(ct, arrays, index)
         if mode == "mul":
+            _check_unique_for_mul(x, arrays, index)
             g = ew.mul(g, gather(x, arrays, index))
+        elif mode == "set" and arrays:   # repeated positions: only the kept update gets ct
+            g = ew.select(_set_winners(x, arrays, index), g, 0)
         res[1] = unbroadcast(g, v)
     return res
 
