@@ -206,19 +206,34 @@ def _einsum_vjp(ct, out, primals, needed, *, spec):
     res: list = [None] * len(primals)
     for i in needed:
         sub = ins[i]
-        if len(set(sub)) != len(sub):
-            raise NotImplementedError(
-                f"einsum: the gradient for an operand with a repeated index ({sub!r}) is not "
-                "supported; take the diagonal with indexing first")
+        shape = shape_of(primals[i])
+        uniq = "".join(dict.fromkeys(sub))      # a repeated index ('ii') appears once
+        size = {c: shape[sub.index(c)] for c in uniq}
         others = [s for j, s in enumerate(ins) if j != i]
         avail = set(out_s).union(*others) if others else set(out_s)
-        kept = "".join(c for c in sub if c in avail)
+        kept = "".join(c for c in uniq if c in avail)
         g = einsum(",".join([out_s] + others) + "->" + kept, ct,
                    *[p for j, p in enumerate(primals) if j != i])
-        if kept != sub:
-            shape = shape_of(primals[i])
-            g = sh.reshape(g, tuple(shape[k] if c in avail else 1 for k, c in enumerate(sub)))
-            g = sh.broadcast_to(g, shape)
+        if kept != uniq:
+            g = sh.reshape(g, tuple(size[c] if c in avail else 1 for c in uniq))
+            g = sh.broadcast_to(g, tuple(size[c] for c in uniq))
+        if uniq != sub:
+            # put g on the diagonal: later occurrences of a letter get a fresh letter tied to
+            # the first by an identity matrix
+            fresh = iter(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         if c not in spec)
+            seen: set = set()
+            new_sub, ties = "", []
+            for c in sub:
+                if c in seen:
+                    f = next(fresh)
+                    new_sub += f
+                    ties.append(c + f)
+                else:
+                    seen.add(c)
+                    new_sub += c
+            eyes = [np.eye(size[t[0]], dtype=ew.dtype_of(g)) for t in ties]
+            g = einsum(",".join([uniq] + ties) + "->" + new_sub, g, *eyes)
         res[i] = unbroadcast(g, primals[i])
     return res
 
