@@ -164,6 +164,9 @@ CASES: list[tuple[str, str, Callable, tuple]] = [
     ("einsum", "reduce_one", lambda a: fnp.einsum("ij->j", a) ** 2, (normal(3, 4),)),
     ("einsum", "outer_three", lambda a, b, c: fnp.einsum("i,j,k->ijk", a, b, c),
      (normal(2), normal(3), normal(2))),
+    ("einsum", "diagonal", lambda a: fnp.einsum("ii->i", a), (normal(3, 3),)),
+    ("einsum", "trace_times_vec", lambda a, v: fnp.einsum("ii,i->", a, v), (normal(3, 3), normal(3))),
+    ("einsum", "partial_diag", lambda b: fnp.einsum("iij->ij", b) ** 2, (normal(2, 2, 3),)),
     ("einsum", "implicit", lambda a, b: fnp.einsum("ij,kj", a, b), (normal(2, 3), normal(4, 3))),
     # gather
     ("gather", "basic_slices", lambda x: x[1:3, ::2] ** 2, (normal(4, 5),)),
@@ -267,6 +270,27 @@ def test_max_ties_share_the_gradient():
 def test_gather_repeated_index_accumulates():
     g = fg.grad(lambda x: fnp.sum(x[IDX]))(np.zeros(3))
     np.testing.assert_array_equal(g, [1.0, 1.0, 2.0])
+
+
+def test_scatter_set_repeated_indices_only_kept_update_gets_gradient():
+    x, v = np.zeros(3), np.array([1.0, 2.0, 3.0])
+    f = lambda x, v: fnp.at(x)[np.array([0, 2, 0])].set(v) * np.array([1.0, 2.0, 3.0])  # noqa: E731
+    check_grads(f, (x, v), order=2)
+    gv = fg.grad(lambda v: fnp.sum(f(x, v)))(v)
+    np.testing.assert_array_equal(gv, [0.0, 3.0, 1.0])   # NumPy keeps the last of repeated writes
+    batched = fg.vmap(fg.grad(lambda v, i: fnp.sum(fnp.at(x)[i].set(v) * np.arange(3.0))))(
+        np.ones((2, 3)), np.array([[0, 2, 0], [1, 1, 2]]))
+    np.testing.assert_array_equal(batched, [[0.0, 2.0, 0.0], [0.0, 1.0, 2.0]])
+
+
+def test_scatter_multiply_repeated_indices_refused_for_v_derivative():
+    idx = np.array([0, 2, 0])
+    x, v = np.ones(3) * 2.0, np.array([1.0, 2.0, 3.0])
+    with pytest.raises(NotImplementedError, match="repeats positions"):
+        fg.grad(lambda v: fnp.sum(fnp.at(x)[idx].multiply(v)))(v)
+    # the derivative in x is fine: each position is scaled by the product of its factors
+    gx = fg.grad(lambda x: fnp.sum(fnp.at(x)[idx].multiply(v)))(x)
+    np.testing.assert_array_equal(gx, [3.0, 1.0, 2.0])
 
 
 def test_scatter_set_gradient_blocks_overwritten_entries():
