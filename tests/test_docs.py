@@ -32,6 +32,7 @@ def test_markdown_examples(path, tmp_path, monkeypatch):
         if ">>>" in block:
             test = parser.get_doctest(block, ns, f"{path.name}[{i}]", str(path), 0)
             result = runner.run(test, clear_globs=False)
+            ns.update(test.globs)      # DocTest copies its globals: carry names to later blocks
             assert result.failed == 0, f"{path.name}: doctest block {i} failed (see output above)"
         else:
             exec(compile(block, f"{path.name}[block {i}]", "exec"), ns)
