@@ -440,8 +440,8 @@ class BackpropGraph:
     """The computation graph of a scalar function at concrete inputs, with values and gradients.
 
     ``nodes`` maps each value's id (its name in ``str(jaxpr)``, or ``litN``) to a
-    :class:`BackpropNode`; ``bg[label_or_id]`` looks one up by its display
-    label or id.  ``value`` is the output, ``grads`` the gradient for each
+    :class:`BackpropNode`; ``bg[key]`` looks one up by its display label
+    (or, failing that, its id).  ``value`` is the output, ``grads`` the gradient for each
     argument (shaped like the arguments, as ``fg.grad`` with every argnum).
     """
 
@@ -462,12 +462,14 @@ class BackpropGraph:
         self.precision = 2
 
     def __getitem__(self, key: str) -> BackpropNode:
+        """The node whose display label is ``key``, else the one whose id is ``key``."""
+        hits = [n for n in self.nodes.values() if n.label == key and n.kind != "literal"]
+        if hits:
+            return hits[0]
         if key in self.nodes:
             return self.nodes[key]
-        hits = [n for n in self.nodes.values() if n.label == key]
-        if len(hits) != 1:
-            raise KeyError(f"no node labelled {key!r}" if not hits else f"label {key!r} is ambiguous")
-        return hits[0]
+        raise KeyError(f"no node labelled {key!r} (labels: "
+                       f"{', '.join(n.label for n in self.nodes.values() if n.kind != 'literal')})")
 
     def __iter__(self):
         return iter(self.nodes.values())
@@ -751,5 +753,10 @@ def backprop_graph(fun: Callable, *args: Any, names: dict[str, str] | None = Non
             known = ", ".join(lab for n, lab in labels.items() if nodes[n]["kind"] != "literal")
             raise KeyError(f"backprop_graph: names refers to {old!r}, which is not a node "
                            f"(nodes: {known})")
+        clash = [nid for nid, lab in labels.items() if lab == new and nid != hits[0]
+                 and nodes[nid]["kind"] != "literal"]
+        if clash:
+            raise ValueError(f"backprop_graph: cannot name {old!r} {new!r}: node {clash[0]!r} "
+                             f"is already labelled {new!r}; rename that one too or pick another name")
         labels[hits[0]] = new
     return BackpropGraph(jaxpr, nodes, edges, gattrs, values, grads, labels, in_tree)

@@ -482,6 +482,10 @@ def test_backprop_errors():
     bg = fg.backprop_graph(lambda x: x * 2, 1.0)
     with pytest.raises(KeyError):
         bg["zz"]
+    with pytest.raises(ValueError, match="already labelled"):
+        fg.backprop_graph(lambda x, y: x * y + 1, 1.0, 2.0, names={"c": "x"})
+    swapped = fg.backprop_graph(lambda x, y: x * y + 1, 1.0, 2.0, names={"c": "p", "d": "c"})
+    assert swapped["p"].value == 2 and swapped["c"].value == 3 and swapped["c"].is_output
 
 
 def test_backprop_save(tmp_path, monkeypatch):
