@@ -528,7 +528,7 @@ class BackpropGraph:
         p = self.precision
         rows = [("node", "op", "value", "grad")]
         for n in self.nodes.values():
-            if n.kind == "literal":
+            if n.kind == "literal" and not n.is_output:
                 continue
             if n.producer is not None:
                 a = self._nodes[n.producer]

@@ -484,6 +484,8 @@ def test_backprop_errors():
         bg["zz"]
     with pytest.raises(ValueError, match="already labelled"):
         fg.backprop_graph(lambda x, y: x * y + 1, 1.0, 2.0, names={"c": "x"})
+    const = fg.backprop_graph(lambda x: 2.0, 1.0)
+    assert const.value == 2.0 and const["x"].grad == 0 and "2.00" in str(const).splitlines()[-1]
     swapped = fg.backprop_graph(lambda x, y: x * y + 1, 1.0, 2.0, names={"c": "p", "d": "c"})
     assert swapped["p"].value == 2 and swapped["c"].value == 3 and swapped["c"].is_output
 
