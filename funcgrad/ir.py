@@ -179,12 +179,13 @@ def pretty_print(jaxpr: Jaxpr) -> str:
 # ------------------------------------------------------------- tracing ---
 
 class JaxprTracer(Tracer):
-    __slots__ = ("aval", "var")
+    # the graph variable is ``_var``: a public ``var`` would hide the ``x.var()`` method
+    __slots__ = ("aval", "_var")
 
     def __init__(self, trace: JaxprTrace, aval: ShapedArray, var: Var):
         self._trace = trace
         self.aval = aval
-        self.var = var
+        self._var = var
 
     shape = property(lambda self: self.aval.shape)
     dtype = property(lambda self: self.aval.dtype)
@@ -210,7 +211,7 @@ class JaxprTrace(Trace):
     def atom(self, x: Any, prim_name: str = "", i: int = 0) -> Atom:
         """The graph atom for ``x``: its variable, a literal, or a captured constant."""
         if isinstance(x, JaxprTracer) and x._trace is self:
-            return x.var
+            return x._var
         if isinstance(x, (list, tuple)):
             x = _asarray_or_self(x)
         if not valid_value(x):
@@ -262,7 +263,7 @@ def trace_to_jaxpr(fun: Callable, in_avals: Sequence[ShapedArray], in_tree: PyTr
         out_flat, out_tree = tree_flatten(out)
         outvars = [trace.atom(_check_leaf(o, f"{name} output", i), "output", i)
                    for i, o in enumerate(out_flat)]
-    return Jaxpr(trace.constvars, trace.consts, [t.var for t in tracers], trace.eqns, outvars,
+    return Jaxpr(trace.constvars, trace.consts, [t._var for t in tracers], trace.eqns, outvars,
                  in_tree, out_tree)
 
 
