@@ -36,8 +36,11 @@ div_p = elementwise("div", np.true_divide, (
 def _pow_base(t, out, x, y):
     # a Python exponent stays a Python number (weakly typed): np.subtract(3, 1) would give a
     # strong int64 that silently upcasts float32 x
-    ym1 = y - 1 if type(y) in (int, float) else sub(y, 1)
-    return mul(t, mul(y, pow_(x, ym1)))
+    # y == 0: the derivative is 0, not 0 * x**-1 (nan at x == 0, e.g. in the 3rd derivative of x**2)
+    if type(y) in (int, float):
+        return mul(t, 0.0) if y == 0 else mul(t, mul(y, pow_(x, y - 1)))
+    y_zero = eq(y, 0)
+    return mul(t, select(y_zero, 0, mul(select(y_zero, 1, y), pow_(x, sub(y, 1)))))
 
 
 def _pow_exponent(t, out, x, y):
