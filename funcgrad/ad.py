@@ -37,9 +37,11 @@ def zeros_like_value(x: Any) -> Any:
 
 
 def _as_output(x: Any) -> Any:
-    """Outputs of transformations are NumPy values, never Python scalars."""
+    """Outputs of transformations are NumPy values, never Python scalars or broadcast views."""
     if isinstance(x, (bool, int, float, complex)):
         return np.asarray(x)
+    if type(x) is np.ndarray and x.base is not None and 0 in x.strides and x.size > 1:
+        return x.copy()      # a zero-stride view (from broadcasting): give the caller its own array
     return x
 
 

@@ -80,8 +80,17 @@ def _weighted_rules(prim: Primitive, weights: Callable) -> None:
 
 
 # ---- sum ---------------------------------------------------------------------
-reduce_sum_p = _declare("reduce_sum", lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims),
-                        "np.sum({0}, axis={axes}, keepdims={keepdims})")
+def _method(name: str, fn: Callable) -> Callable:
+    """``x.name(axis=, keepdims=)``: the ndarray method skips NumPy's Python-level wrapper."""
+    def impl(x, axes, keepdims):
+        try:
+            return getattr(x, name)(axis=axes, keepdims=keepdims)
+        except AttributeError:   # Python scalars
+            return fn(x, axis=axes, keepdims=keepdims)
+    return impl
+
+
+reduce_sum_p = _declare("reduce_sum", _method("sum", np.sum), "{0}.sum(axis={axes}, keepdims={keepdims})")
 
 
 def _sum_jvp(primals, tangents, *, axes, keepdims):
@@ -105,10 +114,8 @@ def _argext_weights(x, out_k, axes):
     return ew.div(mask, reduce_sum(mask, axes, True))
 
 
-reduce_max_p = _declare("reduce_max", lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
-                        "np.max({0}, axis={axes}, keepdims={keepdims})")
-reduce_min_p = _declare("reduce_min", lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
-                        "np.min({0}, axis={axes}, keepdims={keepdims})")
+reduce_max_p = _declare("reduce_max", _method("max", np.max), "{0}.max(axis={axes}, keepdims={keepdims})")
+reduce_min_p = _declare("reduce_min", _method("min", np.min), "{0}.min(axis={axes}, keepdims={keepdims})")
 _weighted_rules(reduce_max_p, _argext_weights)
 _weighted_rules(reduce_min_p, _argext_weights)
 
@@ -159,8 +166,8 @@ def _prod_weights(x, out_k, axes):
     return sh.transpose(others, tuple(int(i) for i in np.argsort(perm)))
 
 
-reduce_prod_p = _declare("reduce_prod", lambda x, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims),
-                         "np.prod({0}, axis={axes}, keepdims={keepdims})")
+reduce_prod_p = _declare("reduce_prod", _method("prod", np.prod),
+                         "{0}.prod(axis={axes}, keepdims={keepdims})")
 _weighted_rules(reduce_prod_p, _prod_weights)
 
 
