@@ -262,6 +262,20 @@ def test_reduce_prod_gradient_with_zeros_exact():
     np.testing.assert_array_equal(g, [[0.0, 6.0, 0.0], [0.0, 0.0, 0.0], [8.0, 4.0, 2.0]])
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero")   # 0**-1 in the branch select drops
+def test_pow_derivatives_at_zero_base_are_finite():
+    g = fg.grad
+    assert float(g(lambda x: x ** 0)(0.0)) == 0.0
+    assert float(g(g(g(lambda x: x ** 2)))(0.0)) == 0.0
+    assert float(g(g(g(lambda x: x ** 3)))(0.0)) == 6.0
+    assert float(g(g(g(g(lambda x: x ** 3))))(0.0)) == 0.0
+    gx = g(lambda x: fnp.sum(fnp.power(x, np.array([2.0, 0.0, 1.0]))))(np.zeros(3))
+    np.testing.assert_array_equal(gx, [0.0, 0.0, 1.0])
+    # d/dy 0**y = 0 for y > 0 (log 0 is not evaluated into the result)
+    assert float(g(lambda y: fnp.power(0.0, y))(2.0)) == 0.0
+    assert float(g(lambda y: fnp.power(np.zeros(()), y))(2.0)) == 0.0
+
+
 def test_max_ties_share_the_gradient():
     g = fg.grad(lambda x: fnp.max(x))(np.array([1.0, 3.0, 3.0]))
     np.testing.assert_array_equal(g, [0.0, 0.5, 0.5])

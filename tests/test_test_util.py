@@ -165,3 +165,10 @@ def test_bad_arguments():
         check_grads(fnp.sin, np.ones(2))
     with pytest.raises(ValueError, match="order"):
         check_grads(fnp.sin, (1.0,), order=0)
+
+
+def test_works_through_jit_and_vmap():
+    x = rng.standard_normal((3, 2))
+    check_grads(fg.jit(lambda x: fnp.sum(fnp.sin(x) ** 2, axis=1)), (x,), order=2)
+    check_grads(fg.vmap(lambda r: fnp.tanh(r) @ r), (x,), order=2)
+    check_grads(fg.grad(lambda x: fnp.sum(fnp.exp(x) * x)), (x,), order=2)
