@@ -341,7 +341,7 @@ def _value_and_grad(fun: Callable, argnums: int | Sequence[int], has_aux: bool,
                             f"array), but it returned {desc}. For non-scalar outputs use "
                             "fg.jacrev (the full Jacobian) or fg.vjp (a vector-Jacobian product)"
                             + (", and has_aux=True to return extra values" if not has_aux else ""))
-        g = pullback(np.ones((), aval.dtype))
+        g = pullback(aval.dtype.type(1))     # a NumPy scalar: a literal in traced graphs
         g = g[0] if isinstance(argnums, int) else tuple(g)
         return ((out, res[2]), g) if has_aux else (out, g)
     vg.__name__ = f"value_and_grad({getattr(fun, '__name__', 'fun')})"
