@@ -71,6 +71,7 @@ class Row:
     targets: list[Target] = field(default_factory=list)
     met: list[bool | None] = field(default_factory=list)   # one verdict per target
     error: str = ""
+    samples: dict = field(default_factory=dict)   # {"wall"/"cpu": {"median", "min", "n"}}
 
     def value(self, metric: str) -> float | None:
         if metric == "ratio":
@@ -94,6 +95,15 @@ def _time_batch(fn: Callable[[], Any], number: int) -> float:
     return (time.perf_counter() - t0) / number
 
 
+def _time_batch_both(fn: Callable[[], Any], number: int) -> tuple[float, float]:
+    """(wall time, process CPU time) per call over ``number`` calls."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(number):
+        fn()
+    t1, c1 = time.perf_counter(), time.process_time()
+    return (t1 - t0) / number, (c1 - c0) / number
+
+
 def calibrate(fn: Callable[[], Any], batch_seconds: float) -> int:
     """How many calls make one timed batch last about ``batch_seconds``."""
     number = 1
@@ -105,16 +115,19 @@ def calibrate(fn: Callable[[], Any], batch_seconds: float) -> int:
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
-                     batch_seconds: float) -> dict[str, list[float]]:
+                     batch_seconds: float) -> dict[str, dict[str, list[float]]]:
     """Per-call times of each function, measured in ``repeats`` interleaved rounds.
 
     Every round times one batch of every function (the order rotates each
     round), so drifts in machine load hit all candidates alike; the garbage
-    collector is off while a batch runs, as in :mod:`timeit`.
+    collector is off while a batch runs, as in :mod:`timeit`.  Each batch is
+    timed by the wall clock and by this process's CPU time (which leaves out
+    the time other processes held the core): ``{name: {"wall": [...],
+    "cpu": [...]}}``.
     """
     names = list(fns)
     numbers = {n: calibrate(fns[n], batch_seconds) for n in names}
-    times: dict[str, list[float]] = {n: [] for n in names}
+    times: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
     gc_was = gc.isenabled()
     try:
         for r in range(repeats):
@@ -123,7 +136,9 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
                 gc.collect()
                 gc.disable()
                 try:
-                    times[n].append(_time_batch(fns[n], numbers[n]))
+                    wall, cpu = _time_batch_both(fns[n], numbers[n])
+                    times[n]["wall"].append(wall)
+                    times[n]["cpu"].append(cpu)
                 finally:
                     if gc_was:
                         gc.enable()
@@ -287,6 +302,8 @@ def _other(r: Row) -> str:
         out.append(f"{_fmt_num(e['ms'])} ms")
     if "steps" in e:
         out.append(f"{_fmt_num(e['steps'])} steps")
+    if "overhead_ms" in e:
+        out.append(f"{_fmt_num(e['overhead_ms'])} ms over a warm call")
     if "trace_ms" in e:
         out.append(f"trace/opt/compile {e['trace_ms']:.1f}/{e['optimize_ms']:.1f}/"
                    f"{e['compile_ms']:.1f} ms, {e['eqns']:.0f}->{e['eqns_opt']:.0f} eqns")

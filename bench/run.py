@@ -30,6 +30,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-peers", action="store_true", help="skip autograd, JAX and PyTorch")
     ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (default 1)")
     ap.add_argument("--repeats", type=int, default=0, help="interleaved rounds (default 15, quick 3)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="what the table reports: wall time (default) or this process's CPU "
+                         "time, steadier on a machine shared with other work; both go to --json")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     return ap.parse_args(argv)
 
@@ -70,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     peers = Peers(enabled=not args.no_peers)
-    ctx = Context(peers=peers, quick=args.quick)
+    ctx = Context(peers=peers, quick=args.quick, clock=args.clock)
     env = H.environment(peers.versions, REPO)
     repeats = args.repeats or (3 if args.quick else 15)
     batch = 0.004 if args.quick else 0.04
     print(f"funcgrad bench: python {env['python']}, numpy {env['numpy']}, cpu {env['cpu']} "
-          f"x{env['cores']}, threads {args.threads}, load {env['loadavg_at_start']}, "
+          f"x{env['cores']}, threads {args.threads}, clock {args.clock}, load {env['loadavg_at_start']}, "
           f"peers {peers.versions or 'none'}", flush=True)
 
     rows: list[H.Row] = []
@@ -97,18 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     table = H.format_table(rows, markdown=args.markdown)
     print()
     print(table)
-    print(f"\n{len(rows)} rows, {failures} failed; times are medians of {repeats} interleaved "
-          f"rounds; ratio = time / NumPy reference time")
+    print(f"\n{len(rows)} rows, {failures} failed; times ({args.clock} clock) are medians of "
+          f"{repeats} interleaved rounds; ratio = time / NumPy reference time")
     if args.json:
         with open(args.json, "w") as f:
+            env["loadavg_at_end"] = os.getloadavg()
             json.dump({"environment": env, "quick": args.quick, "repeats": repeats,
+                       "clock": args.clock,
                        "rows": [_row_json(r) for r in rows]}, f, indent=1, default=str)
     return 1 if failures else 0
 
 
 def _row_json(r) -> dict:
     d = {k: getattr(r, k) for k in ("workload", "impl", "seconds", "ratio", "per_op_us", "extra",
-                                    "met", "error")}
+                                    "met", "error", "samples")}
     d["targets"] = [{"text": t.text(), "metric": t.metric, "op": t.op, "bound": t.bound,
                      "source": t.source} for t in r.targets]
     return d
@@ -142,7 +147,8 @@ def _run_workload(H, wl, ctx, repeats: int, batch: float) -> tuple[list, int]:
             errors[impl.name] = f"{type(e).__name__}: {e}"
     fns = {ref.name: ref.run} | {n: i.run for n, i in good.items()}
     times = H.time_interleaved(fns, repeats, batch)
-    t_ref = H.median(times[ref.name])
+    clock = ctx.clock
+    t_ref = H.median(times[ref.name][clock])
     by: dict[str, H.Row] = {}
     for impl in wl.impls:
         if impl.name in errors:
@@ -150,9 +156,12 @@ def _run_workload(H, wl, ctx, repeats: int, batch: float) -> tuple[list, int]:
             if impl.name.startswith("funcgrad"):
                 failures += 1
         else:
-            t = H.median(times[impl.name])
+            tt = times[impl.name]
+            t = H.median(tt[clock])
             r = H.Row(wl.name, impl.name, t, t / t_ref,
                       per_op_us=(t * 1e6 / wl.ops) if wl.ops else None)
+            r.samples = {k: {"median": H.median(v), "min": min(v), "n": len(v)}
+                         for k, v in tt.items()}
             if impl.note:
                 r.extra["note"] = impl.note
         by[impl.name] = r
