@@ -8,13 +8,16 @@ result directly (moving the batch axis, never looping), so the graph of
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from funcgrad.core import Primitive, ShapedArray, Trace, Tracer, dtype_of, new_trace
 from funcgrad.primitives import shape as sh
 from funcgrad.primitives._base import shape_of
-from funcgrad.tree_util import tree_flatten, tree_unflatten
+from funcgrad.tree_util import _node, tree_flatten, tree_unflatten
 
 __all__ = ["vmap"]
 
@@ -64,29 +67,71 @@ class BatchTrace(Trace):
         return BatchTracer(self, out, d)
 
 
-def _broadcast_prefix(prefix: Any, tree: Any, what: str) -> list:
-    """Per-leaf values of ``prefix``, a pytree prefix of ``tree`` (an int/None applies to a subtree)."""
+def _broadcast_prefix(prefix: Any, tree: Any, what: str, names: list[str] | None = None,
+                      root: str = "") -> list:
+    """Per-leaf ``(axis, leaf name)`` for ``prefix``, a pytree prefix of ``tree``.
+
+    An int/None applies to a whole subtree.  ``tree`` is a tuple whose entries
+    are named by ``names`` (argument names); without ``names`` the whole tree is
+    called ``root``.  The names let error messages say which argument or output
+    a bad axis belongs to.
+    """
     out: list = []
-    stack = [(prefix, tree, what)]
+    stack = [(prefix, tree, what, root if names is None else None)]
     while stack:
-        p, t, path = stack.pop()
-        if p is None or isinstance(p, int):
-            out.append((p, len(tree_flatten(t)[0]), path))
+        p, t, path, name = stack.pop()
+        if p is None or isinstance(p, (int, np.integer)):
+            ax = None if p is None else int(p)
+            if name is None:    # the whole argument tuple: name each argument
+                out.extend((ax, n) for a, nm in zip(t, names or ()) for n in _leaf_names(a, nm))
+            else:
+                out.extend((ax, n) for n in _leaf_names(t, name))
             continue
         t_flat = _children(t)
         p_flat = _children(p)
         if t_flat is None or p_flat is None or type(p) is not type(t) or len(p_flat) != len(t_flat) \
                 or (isinstance(p, dict) and sorted(p) != sorted(t)):
+            target = f"the structure of {name}" if name else "the structure of the arguments"
             raise ValueError(
-                f"vmap: {path} has structure {_describe(p)}, which is not a prefix of the "
-                f"structure of the arguments it applies to, {_describe(t)}. Give one axis "
-                "(int or None) per argument, or a container of the same structure.")
+                f"vmap: {path} has structure {_describe(p)}, which is not a prefix of "
+                f"{target}, {_describe(t)}. Give one axis (int or None) per "
+                f"{'argument' if what == 'in_axes' else 'output'}, or a container of the same "
+                "structure (same keys, same length).")
         for k, pc, tc in reversed(list(zip(_keys(p), p_flat, t_flat))):
-            stack.append((pc, tc, f"{path}[{k!r}]"))
-    res: list = []
-    for p, n, _ in out:
-        res.extend([p] * n)
-    return res
+            child = names[k] if name is None and names is not None else f"{name}[{k!r}]"
+            stack.append((pc, tc, f"{path}[{k!r}]", child))
+    return out
+
+
+def _leaf_names(tree: Any, root: str) -> list[str]:
+    """Names like ``params[0]['W']`` for the leaves of ``tree``, in flattening order."""
+    node = _node(tree)
+    if node is None:
+        return [root]
+    _, aux, children = node
+    keys = aux if type(tree) is dict else range(len(children))
+    return [n for k, c in zip(keys, children) for n in _leaf_names(c, f"{root}[{k!r}]")]
+
+
+def _arg_names(fun: Callable, n: int) -> list[str]:
+    """Names of the first ``n`` positional arguments of ``fun`` (``argument i`` if unknown)."""
+    names = [f"argument {i}" for i in range(n)]
+    try:
+        params = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        return names
+    i = 0
+    for prm in params:
+        if i >= n:
+            break
+        if prm.kind in (prm.POSITIONAL_ONLY, prm.POSITIONAL_OR_KEYWORD):
+            names[i] = prm.name
+            i += 1
+        elif prm.kind == prm.VAR_POSITIONAL:
+            for j in range(i, n):
+                names[j] = f"{prm.name}[{j - i}]"
+            break
+    return names
 
 
 def _children(x: Any) -> list | None:
@@ -136,30 +181,36 @@ def vmap(fun: Callable, in_axes: Any = 0, out_axes: Any = 0, axis_size: int | No
             raise ValueError(f"vmap: in_axes has {len(in_axes)} entries but the function was called "
                              f"with {len(args)} positional arguments; give one axis per argument")
         spec = tuple(in_axes) if isinstance(in_axes, list) and len(in_axes) == len(args) else in_axes
-        axes = _broadcast_prefix(spec, args, "in_axes")
+        names = _arg_names(fun, len(args))
+        axes = _broadcast_prefix(spec, args, "in_axes", names)
         flat, in_tree = tree_flatten(args)
         size, sizes_seen = axis_size, []
         norm = []
-        for i, (x, ax) in enumerate(zip(flat, axes)):
+        for x, (ax, name) in zip(flat, axes):
             if ax is None:
                 norm.append(None)
                 continue
             shp = shape_of(x)
             if not -len(shp) <= ax < len(shp):
-                raise ValueError(f"vmap: in_axes={ax} for argument leaf {i} of shape {shp}: the axis "
-                                 f"is out of range for an array of rank {len(shp)}")
+                valid = f"valid axes are {-len(shp)}..{len(shp) - 1}" if shp else \
+                    "a 0-d value has no axis to map over; use in_axes=None for it"
+                raise ValueError(f"vmap: in_axes={ax} for argument {name} of shape {shp} is out of "
+                                 f"range for an array of rank {len(shp)} ({valid})")
             ax %= len(shp)
             norm.append(ax)
-            sizes_seen.append((i, shp[ax]))
+            sizes_seen.append((name, ax, shp[ax]))
         if sizes_seen:
-            distinct = {n for _, n in sizes_seen}
+            distinct = {n for _, _, n in sizes_seen}
             if len(distinct) > 1 or (axis_size is not None and axis_size not in distinct):
-                seen = ", ".join(f"leaf {i}: {n}" for i, n in sizes_seen)
-                raise ValueError(f"vmap: batched arguments have different sizes along their mapped "
-                                 f"axes ({seen}"
-                                 + (f"; axis_size={axis_size}" if axis_size is not None else "")
-                                 + "); all mapped axes must have the same size")
-            size = sizes_seen[0][1]
+                seen = "; ".join(f"argument {name} has size {n} along axis {ax}"
+                                 for name, ax, n in sizes_seen)
+                what = (f"axis_size={axis_size} does not match the size of the mapped axes"
+                        if len(distinct) == 1 else "the mapped axes have different sizes")
+                if axis_size is not None and len(distinct) > 1:
+                    what += f" (and axis_size={axis_size} was given)"
+                raise ValueError(f"vmap: {what}: {seen}. All mapped axes (and axis_size, if "
+                                 "given) must have the same size.")
+            size = sizes_seen[0][2]
         elif size is None:
             raise ValueError("vmap: no argument is batched (all in_axes are None), so the batch "
                              "size is unknown; pass axis_size=...")
@@ -167,23 +218,24 @@ def vmap(fun: Callable, in_axes: Any = 0, out_axes: Any = 0, axis_size: int | No
             ins = [x if ax is None else BatchTracer(trace, x, ax) for x, ax in zip(flat, norm)]
             out = fun(*tree_unflatten(in_tree, ins))
             out_flat, out_tree = tree_flatten(out)
-            oaxes = _broadcast_prefix(out_axes, out, "out_axes")
+            oaxes = _broadcast_prefix(out_axes, out, "out_axes", root="output")
             res = []
-            for j, (o, oa) in enumerate(zip(out_flat, oaxes)):
+            for o, (oa, oname) in zip(out_flat, oaxes):
                 if type(o) is BatchTracer and o._trace is trace:
                     val, bd = o.val, o.bdim
                 else:
                     val, bd = o, None
                 if oa is None:
                     if bd is not None:
-                        raise ValueError(f"vmap: out_axes=None for output leaf {j}, but that output "
-                                         "varies over the batch; give it an axis (e.g. 0)")
+                        raise ValueError(f"vmap: out_axes=None for {oname} of shape "
+                                         f"{shape_of(val)[:bd] + shape_of(val)[bd + 1:]}, but that "
+                                         "output varies over the batch; give it an axis (e.g. 0)")
                     res.append(val)
                     continue
                 rank = len(shape_of(val)) + (bd is None)
                 if not -rank <= oa < rank:
-                    raise ValueError(f"vmap: out_axes={oa} is out of range for output leaf {j} of "
-                                     f"batched rank {rank}")
+                    raise ValueError(f"vmap: out_axes={oa} is out of range for {oname}, of rank "
+                                     f"{rank} with the batch axis")
                 res.append(_move_axis(val, bd, oa, size))
         from funcgrad.ad import _as_output
         return tree_unflatten(out_tree, [_as_output(r) for r in res])
