@@ -168,20 +168,32 @@ def vmap(fun: Callable, in_axes: Any = 0, out_axes: Any = 0, axis_size: int | No
     """Vectorise ``fun`` over axis ``in_axes`` of its arguments.
 
     ``in_axes``: an int, ``None`` (not batched), or a pytree prefix of the
-    argument tuple; negative axes count from the end.  ``out_axes`` likewise
-    for the outputs (``None`` for outputs that do not vary over the batch).
+    positional-argument tuple; negative axes count from the end.  Keyword
+    arguments are mapped over axis 0 (as in JAX).  ``out_axes`` likewise for
+    the outputs (``None`` for outputs that do not vary over the batch).
     ``axis_size`` is needed only when no argument is batched.
     """
-    if not (in_axes is None or isinstance(in_axes, (int, tuple, list, dict))):
+    if not (in_axes is None or isinstance(in_axes, (int, np.integer, tuple, list, dict))):
         raise TypeError(f"vmap: in_axes must be an int, None, or a tuple/list/dict of them, "
                         f"got {type(in_axes).__name__}")
+    return _vmap(fun, in_axes, out_axes, axis_size, None)
 
-    def batched(*args: Any) -> Any:
-        if isinstance(in_axes, tuple) and len(in_axes) != len(args):
+
+def _vmap(fun: Callable, in_axes: Any, out_axes: Any, axis_size: int | None,
+          _names: list[str] | None) -> Callable:
+    def batched(*args: Any, **kwargs: Any) -> Any:
+        if isinstance(in_axes, (tuple, list)) and len(in_axes) != len(args):
             raise ValueError(f"vmap: in_axes has {len(in_axes)} entries but the function was called "
-                             f"with {len(args)} positional arguments; give one axis per argument")
-        spec = tuple(in_axes) if isinstance(in_axes, list) and len(in_axes) == len(args) else in_axes
-        names = _arg_names(fun, len(args))
+                             f"with {len(args)} positional arguments; give one axis per argument "
+                             "(keyword arguments are always mapped over axis 0)")
+        if kwargs:   # keyword arguments are mapped over their leading axis, as in JAX
+            pos = len(args)
+            spec = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * pos
+            return _vmap(lambda *a: fun(*a[:pos], **dict(zip(kwargs, a[pos:]))),
+                         spec + (0,) * len(kwargs), out_axes, axis_size,
+                         _arg_names(fun, pos) + list(kwargs))(*args, *kwargs.values())
+        spec = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+        names = _names or _arg_names(fun, len(args))
         axes = _broadcast_prefix(spec, args, "in_axes", names)
         flat, in_tree = tree_flatten(args)
         size, sizes_seen = axis_size, []
