@@ -167,22 +167,23 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim``: hand it to the highest-level trace among ``args``.
 
     With no tracer among the arguments this is just the NumPy implementation,
-    which is the eager fast path (no thread-local lookup; each argument's type is
-    checked with one set lookup, so strings and arbitrary objects get a TypeError).
+    which is the eager fast path (no thread-local lookup; each argument's type, and an
+    array's dtype kind, is checked cheaply, so strings and objects get a TypeError).
     """
     top = None
     for a in args:
-        if type(a) in _PLAIN_TYPES:
+        t = type(a)
+        if t in _PLAIN_TYPES and (t is not np.ndarray or a.dtype.kind in _NUMERIC_KINDS):
             continue
         if isinstance(a, Tracer):
-            t = a._trace
-            if not t.alive:
-                raise _leak_error(t)
-            if top is None or t.level > top.level:
-                top = t
-            elif t is not top and t.level == top.level:
+            tr = a._trace
+            if not tr.alive:
+                raise _leak_error(tr)
+            if top is None or tr.level > top.level:
+                top = tr
+            elif tr is not top and tr.level == top.level:
                 raise LeakedTracerError(
-                    f"{prim.name}: mixes tracers of two different {t.name} transformations "
+                    f"{prim.name}: mixes tracers of two different {tr.name} transformations "
                     "at the same level; a tracer escaped from one transformation into "
                     "another (leaked tracer). Return values out of transformed functions "
                     "instead of storing tracers in outside variables.")

@@ -28,7 +28,12 @@ def shape_of(x: Any) -> tuple:
     s = getattr(x, "shape", None)
     if s is not None:
         return tuple(s)
-    return np.shape(x) if isinstance(x, (list, tuple)) else ()   # lists: NumPy's shape
+    if isinstance(x, (list, tuple)):   # lists: NumPy's shape (ragged ones are rejected by bind)
+        try:
+            return np.shape(x)
+        except ValueError:
+            return ()
+    return ()
 
 
 def ndim_of(x: Any) -> int:
