@@ -1,0 +1,271 @@
+"""Pytrees: round trips for every container kind, tree_map over several trees, deep nesting."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import namedtuple
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import funcgrad as fg
+import funcgrad.numpy as fnp
+from funcgrad import tree_util as tu
+
+Point = namedtuple("Point", ["x", "y"])
+Other = namedtuple("Other", ["x", "y"])
+
+
+class Box:
+    """A user class registered with register_pytree_node (aux data: a label)."""
+
+    def __init__(self, a: Any, b: Any, label: str = "box"):
+        self.a, self.b, self.label = a, b, label
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is Box and self.label == other.label
+                and _same(self.a, other.a) and _same(self.b, other.b))
+
+
+tu.register_pytree_node(Box, lambda box: ((box.a, box.b), box.label),
+                        lambda label, children: Box(*children, label=label))
+
+
+@tu.register_dataclass
+@dataclasses.dataclass
+class Params:
+    w: Any
+    b: Any
+    name: str = dataclasses.field(default="layer", metadata={"static": True})
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality that also compares array leaves by value."""
+    la, da = tu.tree_flatten(a)
+    lb, db = tu.tree_flatten(b)
+    return da == db and all(type(x) is type(y) and np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+# ---------------------------------------------------------------- strategies ---
+
+leaves = st.one_of(st.integers(-5, 5), st.floats(-3, 3, allow_nan=False),
+                   st.builds(lambda n: np.arange(float(n)), st.integers(0, 3)))
+keys = st.text("abcdefgh", min_size=1, max_size=3)
+
+
+def _extend(children: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(
+        st.tuples(children, children), st.lists(children, max_size=3),
+        st.dictionaries(keys, children, max_size=3), st.just(None),
+        st.builds(Point, children, children), st.builds(Box, children, children, st.sampled_from("pq")),
+        st.builds(Params, children, children, st.sampled_from(["u", "v"])))
+
+
+trees = st.recursive(leaves, _extend, max_leaves=12)
+
+
+# --------------------------------------------------------------- round trips ---
+
+@given(trees)
+def test_round_trip(tree):
+    leaves_, treedef = tu.tree_flatten(tree)
+    assert treedef.num_leaves == len(leaves_)
+    back = tu.tree_unflatten(treedef, leaves_)
+    assert _same(back, tree)
+    assert type(back) is type(tree)
+    assert tu.tree_structure(back) == treedef
+    assert hash(tu.tree_structure(back)) == hash(treedef)
+    assert tu.tree_leaves(tree) == leaves_ or all(x is y for x, y in zip(tu.tree_leaves(tree), leaves_))
+
+
+@given(trees)
+def test_tree_map_identity_and_relabel(tree):
+    counter = iter(range(10_000))
+    numbered = tu.tree_map(lambda _: next(counter), tree)
+    assert tu.tree_structure(numbered) == tu.tree_structure(tree)
+    assert tu.tree_leaves(numbered) == list(range(len(tu.tree_leaves(tree))))
+
+
+def test_containers_each():
+    a, b, c = np.ones(2), 2.0, 3
+    cases = [(a, b), [a, b, c], {"y": a, "x": b}, None, Point(a, b), Box(a, [b, c], "lbl"),
+             Params(a, b, "dense"), ((), [], {}), [None, (None,)]]
+    for tree in cases:
+        leaves_, treedef = tu.tree_flatten(tree)
+        assert _same(tu.tree_unflatten(treedef, leaves_), tree)
+
+
+def test_dict_keys_sorted_like_jax():
+    tree = {"b": 1, "a": 2, "c": {"z": 3, "y": 4}}
+    leaves_, treedef = tu.tree_flatten(tree)
+    assert leaves_ == [2, 1, 4, 3]
+    back = tu.tree_unflatten(treedef, ["A", "B", "Y", "Z"])
+    assert back == {"a": "A", "b": "B", "c": {"y": "Y", "z": "Z"}}
+    assert list(back) == ["a", "b", "c"]          # rebuilt in sorted order, as JAX does
+    # insertion order does not matter for the structure
+    assert tu.tree_structure({"a": 1, "b": 2}) == tu.tree_structure({"b": 1, "a": 2})
+    assert str(treedef) == "PyTreeDef({'a': *, 'b': *, 'c': {'y': *, 'z': *}})"
+
+
+def test_unsortable_dict_keys_rejected():
+    with pytest.raises(TypeError, match="sortable"):
+        tu.tree_flatten({1: "x", "a": "y"})
+
+
+def test_none_is_an_empty_node():
+    assert tu.tree_leaves(None) == []
+    assert tu.tree_leaves([None, 1, (None, 2)]) == [1, 2]
+    assert tu.tree_map(lambda x: x + 1, [None, 1]) == [None, 2]
+    assert tu.tree_structure(None) != tu.tree_structure(())
+    assert str(tu.tree_structure([None, (1,)])) == "PyTreeDef([None, (*,)])"
+
+
+def test_structures_distinguish_container_types():
+    s = tu.tree_structure
+    assert s((1, 2)) != s([1, 2])
+    assert s(Point(1, 2)) != s((1, 2))
+    assert s(Point(1, 2)) != s(Other(1, 2))
+    assert s(Box(1, 2, "p")) != s(Box(1, 2, "q"))              # aux data is part of the structure
+    assert s(Params(1, 2, "u")) != s(Params(1, 2, "v"))        # static dataclass field likewise
+    assert s({"a": 1}) != s({"b": 1})
+    assert s([1, [2]]) != s([1, 2])
+    assert tu.treedef_is_leaf(s(1.0)) and not tu.treedef_is_leaf(s([1.0]))
+
+
+def test_namedtuple_and_registered_classes_rebuild():
+    p = tu.tree_map(lambda v: v * 10, Point(1, 2))
+    assert type(p) is Point and p == Point(10, 20)
+    box = tu.tree_map(lambda v: v + 1, Box(1, (2, 3), "k"))
+    assert isinstance(box, Box) and box.label == "k" and box.a == 2 and box.b == (3, 4)
+    prm = tu.tree_map(lambda v: -v, Params(np.ones(2), 1.0, "out"))
+    assert isinstance(prm, Params) and prm.name == "out" and prm.b == -1.0
+    assert tu.tree_leaves(Params(1, 2, "out")) == [1, 2]
+
+
+def test_register_dataclass_explicit_fields():
+    @dataclasses.dataclass
+    class Layer:
+        w: Any
+        act: str
+
+    tu.register_dataclass(Layer, data_fields=["w"], meta_fields=["act"])
+    leaves_, treedef = tu.tree_flatten(Layer(np.ones(3), "relu"))
+    assert len(leaves_) == 1
+    back = tu.tree_unflatten(treedef, [np.zeros(3)])
+    assert back.act == "relu" and np.array_equal(back.w, np.zeros(3))
+
+
+def test_register_twice_rejected():
+    class C:
+        pass
+
+    tu.register_pytree_node(C, lambda c: ((), None), lambda aux, ch: C())
+    with pytest.raises(ValueError, match="already registered"):
+        tu.register_pytree_node(C, lambda c: ((), None), lambda aux, ch: C())
+    with pytest.raises(ValueError):
+        tu.register_pytree_node(list, lambda c: ((), None), lambda aux, ch: [])
+
+
+def test_registered_node_inside_transformations():
+    def loss(box):
+        return fnp.sum(box.a * box.b)
+
+    g = fg.grad(loss)(Box(np.array([1.0, 2.0]), np.array([3.0, 4.0]), "t"))
+    assert isinstance(g, Box) and g.label == "t"
+    np.testing.assert_allclose(g.a, [3.0, 4.0])
+    np.testing.assert_allclose(g.b, [1.0, 2.0])
+
+
+# ------------------------------------------------------------------ tree_map ---
+
+def test_tree_map_several_trees():
+    t1 = {"a": [1, 2], "b": (3, None)}
+    t2 = {"b": (30, None), "a": [10, 20]}
+    t3 = {"a": [100, 200], "b": (300, None)}
+    assert tu.tree_map(lambda x, y, z: x + y + z, t1, t2, t3) == {"a": [111, 222], "b": (333, None)}
+
+
+def test_tree_map_later_trees_may_extend_the_first():
+    # as in JAX: a leaf of the first tree faces a whole subtree of the others
+    out = tu.tree_map(lambda x, y: (x, y), [1, 2], [(3, 4), {"k": 5}])
+    assert out == [(1, (3, 4)), (2, {"k": 5})]
+
+
+@pytest.mark.parametrize("first, other", [
+    ([1, 2], [1, 2, 3]),             # more children
+    ([1, 2], (1, 2)),                # tuple vs list
+    ([1, [2]], [1, {"a": 2}]),       # dict where the first has a list
+    ([1, [2]], [1, 2]),              # leaf where the first has a container
+    ({"a": 1}, {"a": 1, "b": 2}),
+], ids=["length", "type", "inner_type", "leaf_for_node", "keys"])
+def test_tree_map_mismatch(first, other):
+    with pytest.raises(ValueError, match="different structures"):
+        tu.tree_map(lambda *xs: xs[0], first, other)
+
+
+def test_tree_map_mismatch_names_both_structures():
+    with pytest.raises(ValueError) as info:
+        tu.tree_map(lambda x, y: x, {"a": 1}, {"b": 1})
+    assert "{'a': *}" in str(info.value) and "{'b': *}" in str(info.value)
+    with pytest.raises(ValueError):
+        tu.tree_map(lambda x, y: x, [1, None], [1, 2])    # None is a node, not a leaf
+    with pytest.raises(ValueError):
+        tu.tree_map(lambda x, y: x, Point(1, 2), Other(1, 2))
+
+
+def test_is_leaf():
+    tree = [(1, 2), (3, 4)]
+    assert tu.tree_leaves(tree, is_leaf=lambda x: isinstance(x, tuple)) == [(1, 2), (3, 4)]
+    out = tu.tree_map(lambda t: sum(t), tree, is_leaf=lambda x: isinstance(x, tuple))
+    assert out == [3, 7]
+
+
+def test_unflatten_wrong_leaf_count():
+    treedef = tu.tree_structure([1, (2, 3)])
+    with pytest.raises(ValueError, match="needs 3 leaves"):
+        tu.tree_unflatten(treedef, [1, 2])
+
+
+def test_treedef_unflatten_method_and_hash_as_dict_key():
+    treedef = tu.tree_structure({"w": 1, "b": (2, 3)})
+    assert treedef.unflatten([1, 2, 3]) == {"b": (1, 2), "w": 3}
+    cache = {treedef: "hit"}
+    assert cache[tu.tree_structure({"b": (0, 0), "w": 0})] == "hit"
+
+
+# ------------------------------------------------------------ deep nesting ---
+
+DEPTH = 10_000
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda t: [t], lambda t: (t, 1.0), lambda t: {"k": t, "a": 2.0}, lambda t: Point(t, 0.5),
+    lambda t: Box(t, 1.0, "d"),
+], ids=["list", "tuple", "dict", "namedtuple", "registered"])
+def test_deep_nesting(wrap):
+    def build() -> Any:
+        t: Any = 0.0
+        for _ in range(DEPTH):
+            t = wrap(t)
+        return t
+
+    tree, twin = build(), build()
+    leaves_, treedef = tu.tree_flatten(tree)
+    assert treedef == tu.tree_structure(twin)
+    assert hash(treedef) == hash(tu.tree_structure(twin))
+    assert repr(treedef).count("(") + repr(treedef).count("[") + repr(treedef).count("{") >= DEPTH
+    back = tu.tree_unflatten(treedef, leaves_)
+    assert tu.tree_structure(back) == treedef
+    doubled = tu.tree_map(lambda a, b: a + b, tree, twin)
+    assert tu.tree_leaves(doubled) == [2 * x for x in leaves_]
+    # a different leaf deep down still compares unequal without recursion
+    other = tu.tree_structure(tu.tree_unflatten(treedef, leaves_[:-1] + [[0.0, 0.0]]))
+    assert other != treedef
+    with_none = tu.tree_unflatten(treedef, leaves_[:-1] + [None])
+    with pytest.raises(ValueError):            # None is an empty node where twin has a leaf
+        tu.tree_map(lambda a, b: a, with_none, twin)
+    faced_none = tu.tree_map(lambda a, b: b is None, twin, with_none)   # a leaf may face None
+    assert tu.tree_leaves(faced_none)[-1] is True
