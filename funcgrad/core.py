@@ -77,6 +77,11 @@ class ShapedArray:
         return (isinstance(other, ShapedArray) and self.shape == other.shape
                 and self.dtype == other.dtype)
 
+    def __setitem__(self, idx: Any, value: Any) -> None:
+        raise TypeError(
+            f"traced arrays are immutable ({self._trace.name}): `x[idx] = v` cannot be traced. "
+            "Use the functional update `x = x.at[idx].set(v)` (or .add / .multiply) instead.")
+
     def __hash__(self) -> int:
         return hash((self.shape, self.dtype))
 

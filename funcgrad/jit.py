@@ -32,20 +32,22 @@ from funcgrad.tree_util import tree_flatten, tree_unflatten
 __all__ = ["jit", "compile_jaxpr"]
 
 
-def _src_literal(val: Any, ns: dict, like: list | None = None) -> str:
+def _src_literal(lit: Literal, ns: dict, like: list) -> str:
     """A name for a literal, bound to a 0-d array of the dtype it takes in its equation.
 
     NumPy multiplies an array by a 0-d array about twice as fast as by a Python
-    float (no scalar conversion per call), and the dtype is what NEP 50 would
-    give the Python scalar anyway, so float32 stays float32.
+    float (no scalar conversion per call).  A Python scalar (weakly typed) takes
+    the dtype NEP 50 gives it against the equation's strongly typed inputs
+    (``like``), so float32 stays float32; a NumPy scalar keeps its own dtype.
     """
-    if isinstance(val, (bool, np.bool_)) or not like:
+    val = lit.val
+    if lit.aval.weak_type and (isinstance(val, bool) or not like):
         if isinstance(val, (bool, int)) or (isinstance(val, float) and math.isfinite(val)):
             return repr(val)
         name = f"_lit{len(ns)}"
         ns[name] = val
         return name
-    dt = np.result_type(*like, val)
+    dt = np.result_type(*like, val) if lit.aval.weak_type else lit.aval.dtype
     name = f"_lit{len(ns)}"
     ns[name] = np.asarray(val, dt)
     return name
@@ -66,16 +68,51 @@ def _index_src(index: tuple, arr_srcs: list[str]) -> str:
     return ", ".join(parts) + ("," if len(parts) == 1 else "")
 
 
+# Primitives whose NumPy implementation returns a new array (never a view of an input):
+# their outputs may be overwritten in place once dead.  Views (reshape, transpose,
+# broadcast_to, basic gather, convert to the same dtype) alias their input instead.
+_VIEW_PRIMS = frozenset({"reshape", "transpose", "broadcast_to", "gather", "stop_gradient", "convert"})
+_INPLACE_MIN_SIZE = 4096     # below this, NumPy's `out=` handling costs more than allocating
+
+
+def _liveness(jaxpr: Jaxpr) -> tuple[dict[int, int], dict[int, int]]:
+    """(last equation index using each var's buffer, alias root of each var)."""
+    root: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for k, e in enumerate(jaxpr.eqns):
+        for a in e.inputs:
+            if not isinstance(a, Literal):
+                r = root.get(id(a), id(a))
+                last[r] = k
+        out = id(e.outputs[0])
+        if e.primitive.name in _VIEW_PRIMS and not isinstance(e.inputs[0], Literal):
+            root[out] = root.get(id(e.inputs[0]), id(e.inputs[0]))
+        else:
+            root[out] = out
+    end = len(jaxpr.eqns)
+    for a in jaxpr.outvars:
+        if not isinstance(a, Literal):
+            last[root.get(id(a), id(a))] = end
+    return last, root
+
+
 def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
-    """Python source for ``jaxpr`` as one function ``f(args) -> outputs``, compiled."""
+    """Python source for ``jaxpr`` as one function ``f(args) -> outputs``, compiled.
+
+    One line per equation.  Large intermediates are overwritten in place
+    (``np.multiply(a, b, out=a)``) when they are dead after the equation, and
+    deleted after their last use, so memory is reused instead of reallocated.
+    """
     ns: dict[str, Any] = {"np": np, "dtype": np.dtype, "_broadcast": _broadcast_impl}
     names: dict[int, str] = {}
 
     def src(a: Any, like: list | None = None) -> str:
         if isinstance(a, Literal):
-            return _src_literal(a.val, ns, like)
+            return _src_literal(a, ns, like or [])
         return names[id(a)]
 
+    last, root = _liveness(jaxpr)
+    owned: set[int] = set()          # buffers this function allocated (safe to overwrite)
     lines = []
     for i, (v, c) in enumerate(zip(jaxpr.constvars, jaxpr.consts)):
         names[id(v)] = f"c{i}"
@@ -86,21 +123,41 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
     lines.append(f"def _compiled({params}):")
     for k, e in enumerate(jaxpr.eqns):
         out = f"v{k}"
-        like = [a.aval.dtype for a in e.inputs if not isinstance(a, Literal)]
+        ov = e.outputs[0]
+        like = [a.aval.dtype for a in e.inputs if not a.aval.weak_type]   # strongly typed inputs
         args = [src(a, like) for a in e.inputs]
         prim = e.primitive
-        if prim.name == "gather":
+        reuse = None
+        if isinstance(prim.impl, np.ufunc) and ov.aval.size >= _INPLACE_MIN_SIZE:
+            for a in e.inputs:
+                if (not isinstance(a, Literal) and id(a) in owned and root.get(id(a)) == id(a)
+                        and last.get(id(a)) == k and a.aval == ov.aval):
+                    reuse = a
+                    break
+        if reuse is not None:
+            expr = f"np.{prim.impl.__name__}({', '.join(args)}, out={names[id(reuse)]})"
+            owned.discard(id(reuse))
+        elif prim.name == "gather":
             expr = f"{args[0]}[{_index_src(e.params['index'], args[1:])}]"
         elif isinstance(prim.codegen, str) and all(
                 isinstance(v, (bool, int, float, str, tuple, np.dtype, type(None)))
-                for v in e.params.values()):
+                for v in e.params.values()) and not any(
+                a.aval.weak_type for a in e.inputs):     # Python scalars lack ndarray methods
             expr = prim.codegen.format(*args, args=", ".join(args), **e.params)
         else:
             fn = f"_f{k}"
             ns[fn] = functools.partial(prim.impl, **e.params) if e.params else prim.impl
             expr = f"{fn}({', '.join(args)})"
         lines.append(f"    {out} = {expr}")
-        names[id(e.outputs[0])] = out
+        names[id(ov)] = out
+        if prim.name not in _VIEW_PRIMS:
+            owned.add(id(ov))
+        dead = [names[id(a)] for a in {id(a): a for a in e.inputs}.values()
+                if not isinstance(a, Literal) and names[id(a)].startswith("v")
+                and a.aval.size >= _INPLACE_MIN_SIZE and last.get(root.get(id(a), id(a))) == k
+                and root.get(id(a), id(a)) == id(a) and a is not reuse]
+        if dead:
+            lines.append(f"    del {', '.join(dead)}")
     # an output that is an input or a (cached) constant is copied: callers get fresh arrays,
     # so mutating a result can never change a later call's answer
     direct = {id(v) for v in jaxpr.invars} | {id(v) for v in jaxpr.constvars}
