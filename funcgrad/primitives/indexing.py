@@ -66,7 +66,7 @@ def _indexed_shape(x: ShapedArray, arrays: Sequence[ShapedArray], index: tuple) 
 
 
 def _gather_aval(x: ShapedArray, *arrays: ShapedArray, index: tuple) -> ShapedArray:
-    return ShapedArray(_indexed_shape(x, arrays, index), x.dtype, x.weak_type)
+    return ShapedArray(_indexed_shape(x, arrays, index), x.dtype)   # an array: not weak
 
 
 gather_p = register(Primitive("gather", _gather_impl, _gather_aval))
@@ -157,7 +157,7 @@ def _scatter_aval(x: ShapedArray, v: ShapedArray, *arrays: ShapedArray, index: t
     if not ok:
         raise ValueError(f"x.at[...].{_MODE_NAME[mode]}: a value of shape {v.shape} cannot be "
                          f"broadcast to the indexed region of shape {region} (x has shape {x.shape})")
-    return ShapedArray(x.shape, x.dtype, x.weak_type)
+    return ShapedArray(x.shape, x.dtype)
 
 
 scatter_p = register(Primitive("scatter", _scatter_impl, _scatter_aval))

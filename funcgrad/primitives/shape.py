@@ -20,7 +20,7 @@ def _reshape_aval(aval: ShapedArray, *, shape: tuple) -> ShapedArray:
     if int(np.prod(shape, dtype=np.int64)) != size or any(n < 0 for n in shape):
         raise ValueError(f"reshape: cannot reshape an array of shape {aval.shape} "
                          f"(size {size}) into shape {shape}")
-    return ShapedArray(shape, aval.dtype, aval.weak_type)
+    return ShapedArray(shape, aval.dtype)   # NumPy returns an array: never weakly typed
 
 
 def _reshape_impl(x, shape):
@@ -75,7 +75,7 @@ def _transpose_aval(aval: ShapedArray, *, perm: tuple) -> ShapedArray:
     if sorted(perm) != list(range(aval.ndim)):
         raise ValueError(f"transpose: axes {perm} are not a permutation of the "
                          f"{aval.ndim} axes of an array of shape {aval.shape}")
-    return ShapedArray(tuple(aval.shape[p] for p in perm), aval.dtype, aval.weak_type)
+    return ShapedArray(tuple(aval.shape[p] for p in perm), aval.dtype)
 
 
 def _transpose_impl(x, perm):
@@ -115,7 +115,7 @@ def _broadcast_aval(aval: ShapedArray, *, shape: tuple) -> ShapedArray:
     if not ok:
         raise ValueError(f"broadcast_to: cannot broadcast an array of shape {aval.shape} "
                          f"to shape {shape}")
-    return ShapedArray(shape, aval.dtype, aval.weak_type)
+    return ShapedArray(shape, aval.dtype)   # NumPy returns an array: never weakly typed
 
 
 def _broadcast_impl(x, shape):
