@@ -213,7 +213,12 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
         return flat, in_tree, merge, tuple(static_vals)
 
     def _entry(flat: list, in_tree: Any, merge: Callable, static_vals: tuple) -> _Entry:
-        key = (in_tree, tuple(_leaf_key(x) for x in flat), static_vals)
+        try:
+            key = (in_tree, tuple(_leaf_key(x) for x in flat), static_vals)
+        except TypeError:   # a leaf that is no array: say which, and suggest static_argnums
+            for i, x in enumerate(flat):
+                _check_leaf(x, "jit", i)
+            raise
         try:
             entry = cache.get(key)
         except TypeError:   # static value hashable but not comparable
