@@ -2,13 +2,23 @@
 
 - :func:`dce` -- dead-code elimination: drop equations whose outputs are unused;
 - :func:`cse` -- common-subexpression elimination: reuse an equation computing
-  the same primitive, params and inputs as an earlier one;
+  the same primitive, params and inputs as an earlier one (operands of
+  commutative operations in either order);
 - :func:`fold_constants` -- evaluate equations whose inputs are all known now;
-- :func:`simplify` -- algebraic identities (``x*1``, ``x+0``, ``--x``,
-  double transpose, reshape/convert/broadcast that change nothing, ...).
+- :func:`simplify` -- algebraic identities (``x*1``, ``x+0``, ``x-0``, ``x/1``,
+  ``x**1``, ``--x``, ``x + -y``, double transpose, reshape of reshape,
+  broadcasts and uniform constants feeding elementwise operations, reshape /
+  convert / broadcast / reduction that change nothing, ...).
 
-:func:`optimize` runs them to a fixed point.  All walks are loops over the
-equation list, never recursive.
+:func:`optimize` runs them to a fixed point.  Every pass keeps what the graph
+computes: the same values, shapes and dtypes (NaN and infinity included: no
+``x*0 -> 0``, no ``x-x -> 0``).  The one liberty, as in XLA, is the sign of a
+zero: ``x + 0 -> x`` turns ``-0.0 + 0`` into ``-0.0`` instead of ``0.0``.
+Graphs stay differentiable after optimisation (``stop_gradient`` is kept), so
+``eval_jaxpr`` of an optimised graph may still be transformed.
+
+No pass ever adds equations, and all walks are loops over the equation list,
+never recursive, so graphs of any length are fine.
 """
 
 from __future__ import annotations
@@ -17,10 +27,24 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import ShapedArray
+from funcgrad.core import ShapedArray, get_aval
 from funcgrad.ir import Eqn, Jaxpr, Literal, Var
+from funcgrad.primitives._base import registry
 
 __all__ = ["dce", "cse", "fold_constants", "simplify", "optimize"]
+
+# elementwise operations with several operands: an operand's broadcasting may be left to NumPy
+_NARY = frozenset({"add", "sub", "mul", "div", "pow", "max", "min", "eq", "ne", "lt", "le",
+                   "gt", "ge", "and", "or", "select"})
+# a op b == b op a exactly, bit for bit (max/min are left out: signed zeros)
+_COMMUTATIVE = frozenset({"add", "mul", "eq", "ne", "and", "or"})
+_UNIFORM_CHECK_LIMIT = 1 << 20   # constants larger than this are not scanned for uniformity
+
+
+def _resolve(a: Any, subst: dict[int, Any]) -> Any:
+    while isinstance(a, Var) and id(a) in subst:
+        a = subst[id(a)]
+    return a
 
 
 def dce(jaxpr: Jaxpr) -> Jaxpr:
@@ -48,26 +72,22 @@ def _param_key(v: Any) -> Any:
 
 def _atom_key(a: Any) -> Any:
     if isinstance(a, Literal):
-        return ("lit", type(a.val), a.val if not isinstance(a.val, np.generic) else a.val.item(),
-                a.aval.dtype, a.aval.weak_type)
+        # repr, not ==: 0.0 and -0.0 are different literals (x*0.0 != x*-0.0), NaN equals itself
+        return ("lit", type(a.val).__name__, repr(a.val), a.aval.dtype.str, a.aval.weak_type)
     return ("var", id(a))
 
 
 def _substitute(jaxpr: Jaxpr, eqns: list[Eqn], subst: dict[int, Any]) -> Jaxpr:
-    def sub(a: Any) -> Any:
-        while isinstance(a, Var) and id(a) in subst:
-            a = subst[id(a)]
-        return a
     new_eqns = []
     for e in eqns:
-        ins = [sub(a) for a in e.inputs]
+        ins = [_resolve(a, subst) for a in e.inputs]
         new_eqns.append(e if all(x is y for x, y in zip(ins, e.inputs))
                         else Eqn(e.primitive, ins, e.outputs, e.params))
-    return jaxpr.replace(eqns=new_eqns, outvars=[sub(a) for a in jaxpr.outvars])
+    return jaxpr.replace(eqns=new_eqns, outvars=[_resolve(a, subst) for a in jaxpr.outvars])
 
 
 def cse(jaxpr: Jaxpr) -> Jaxpr:
-    """Merge equations with the same primitive, params and inputs."""
+    """Merge equations with the same primitive, params and inputs (and equal small constants)."""
     seen: dict[Any, Var] = {}
     subst: dict[int, Any] = {}
     kept: list[Eqn] = []
@@ -81,13 +101,12 @@ def cse(jaxpr: Jaxpr) -> Jaxpr:
             else:
                 const_seen[key] = v
     for e in jaxpr.eqns:
-        ins = []
-        for a in e.inputs:
-            while isinstance(a, Var) and id(a) in subst:
-                a = subst[id(a)]
-            ins.append(a)
+        ins = [_resolve(a, subst) for a in e.inputs]
         try:
-            key = (e.primitive.name, tuple(_atom_key(a) for a in ins),
+            in_keys = tuple(_atom_key(a) for a in ins)
+            if e.primitive.name in _COMMUTATIVE:
+                in_keys = tuple(sorted(in_keys, key=repr))
+            key = (e.primitive.name, in_keys,
                    tuple(sorted((k, _param_key(v)) for k, v in e.params.items())))
             hash(key)
         except TypeError:
@@ -101,10 +120,17 @@ def cse(jaxpr: Jaxpr) -> Jaxpr:
     return dce(_substitute(jaxpr, kept, subst))
 
 
-def _literal(val: Any, aval: ShapedArray) -> Literal | None:
-    """A literal for a folded scalar value (only 0-d results become literals)."""
-    if aval.shape == ():
-        return Literal(np.asarray(val, aval.dtype)[()], ShapedArray((), aval.dtype))
+def _literal(val: Any) -> Literal | None:
+    """A literal for a folded 0-d value, typed exactly as the value is (None for arrays).
+
+    A Python number stays one (weakly typed), a NumPy value becomes a NumPy
+    scalar of its dtype: either way the rest of the graph computes what it did.
+    """
+    if type(val) in (bool, int, float, complex):
+        return Literal(val, get_aval(val))
+    a = np.asarray(val)
+    if a.ndim == 0:
+        return Literal(a[()], ShapedArray((), a.dtype))
     return None
 
 
@@ -112,7 +138,11 @@ _FOLD_LIMIT = 1 << 16   # don't materialise large folded arrays as constants
 
 
 def fold_constants(jaxpr: Jaxpr) -> Jaxpr:
-    """Evaluate equations whose inputs are all literals or constants."""
+    """Evaluate equations whose inputs are all literals or constants.
+
+    0-d results become literals, others new constants (read-only, so that no
+    caller can change a cached graph through a result that shares its memory).
+    """
     known: dict[int, Any] = {id(v): c for v, c in zip(jaxpr.constvars, jaxpr.consts)
                              if not hasattr(c, "_trace")}
     subst: dict[int, Any] = {}
@@ -122,8 +152,7 @@ def fold_constants(jaxpr: Jaxpr) -> Jaxpr:
         vals = []
         ok = True
         for a in e.inputs:
-            while isinstance(a, Var) and id(a) in subst:
-                a = subst[id(a)]
+            a = _resolve(a, subst)
             if isinstance(a, Literal):
                 vals.append(a.val)
             elif id(a) in known:
@@ -133,20 +162,30 @@ def fold_constants(jaxpr: Jaxpr) -> Jaxpr:
                 break
         out = e.outputs[0]
         if ok and out.aval.size <= _FOLD_LIMIT and e.primitive.name != "scatter":
-            with np.errstate(all="ignore"):
-                val = e.primitive.impl(*vals, **e.params)
-            lit = _literal(val, out.aval)
+            try:
+                with np.errstate(all="ignore"):
+                    val = e.primitive.impl(*vals, **e.params)
+            except Exception:   # noqa: BLE001 - leave it to run time, which reports it properly
+                kept.append(e)
+                continue
+            lit = _literal(val)
             if lit is not None:
                 subst[id(out)] = lit
             else:
-                val = np.asarray(val, out.aval.dtype)
-                known[id(out)] = val
-                new_cv.append(out)
+                val = np.asarray(val).view()   # a view: never flip a user's array to read-only
+                val.flags.writeable = False
+                cv = out if get_aval(val) == out.aval else Var(get_aval(val))
+                if cv is not out:
+                    subst[id(out)] = cv
+                known[id(cv)] = val
+                new_cv.append(cv)
                 new_c.append(val)
             continue
         kept.append(e)
     return dce(_substitute(jaxpr.replace(constvars=new_cv, consts=new_c), kept, subst))
 
+
+# ------------------------------------------------------------------ simplify ---
 
 def _is_lit(a: Any, value: float) -> bool:
     if not isinstance(a, Literal):
@@ -156,60 +195,182 @@ def _is_lit(a: Any, value: float) -> bool:
 
 
 def _same_aval(a: Any, out: Var) -> bool:
-    return a.aval.shape == out.aval.shape and a.aval.dtype == out.aval.dtype
+    """``a`` may stand for ``out``: same shape and dtype, and not weakly typed.
+
+    A weakly typed value (a Python number, where NumPy would compute a NumPy
+    scalar) could change the dtype NumPy picks downstream, so it never replaces
+    a computed value.
+    """
+    aval = a.aval
+    return aval.shape == out.aval.shape and aval.dtype == out.aval.dtype and not aval.weak_type
+
+
+def _strong_literal(val: Any, dtype: np.dtype) -> Literal:
+    """A NumPy-scalar literal: combines with arrays as a ``dtype`` array would (NEP 50)."""
+    return Literal(np.asarray(val, dtype)[()], ShapedArray((), dtype))
+
+
+def _uniform_literal(c: Any) -> Literal | None:
+    """For a constant array whose elements are all the same value, that value as a literal."""
+    if not isinstance(c, np.ndarray) or c.size == 0 or c.size > _UNIFORM_CHECK_LIMIT \
+            or c.dtype.kind not in "biuf":
+        return None
+    first = c.flat[0]
+    if not (c.flat[-1] == first) or not (c == first).all():   # NaN is never uniform
+        return None
+    if c.dtype.kind == "f" and not (np.signbit(c) == np.signbit(first)).all():
+        return None   # 0.0 and -0.0 mixed
+    return _strong_literal(first, c.dtype)
+
+
+def _shape_of_operands(ins: list) -> tuple | None:
+    try:
+        return np.broadcast_shapes(*[a.aval.shape for a in ins])
+    except ValueError:
+        return None
+
+
+def _unbroadcast_operands(prim: Any, ins: list, params: dict, out: Var, producer: dict,
+                          uniform: dict) -> list:
+    """Operands of an elementwise op, with explicit broadcasts that NumPy would do anyway removed.
+
+    An operand that is ``broadcast_to(y)`` becomes ``y``, and a constant array
+    holding one value everywhere becomes that scalar, whenever the other
+    operands still give the output its shape.  Values and dtypes are unchanged
+    (the replacements are NumPy scalars or arrays of the same dtype).
+    """
+    new = list(ins)
+    for i, a in enumerate(ins):
+        if not isinstance(a, Var):
+            continue
+        cand = uniform.get(id(a))
+        if cand is None:
+            p = producer.get(id(a))
+            if p is not None and p.primitive.name == "broadcast_to":
+                y = p.inputs[0]
+                if isinstance(y, Literal):
+                    cand = _strong_literal(y.val, a.aval.dtype)
+                elif not y.aval.weak_type and y.aval.dtype == a.aval.dtype:
+                    cand = y
+        if cand is None:
+            continue
+        trial = new[:i] + [cand] + new[i + 1:]
+        if _shape_of_operands(trial) == out.aval.shape and _keeps_aval(prim, trial, params, out):
+            new = trial
+    return new
+
+
+def _keeps_aval(prim: Any, ins: list, params: dict, out: Any) -> bool:
+    """The shape rule gives ``prim(*ins)`` exactly ``out``'s type (weak typing included)."""
+    try:
+        aval = prim.abstract_eval(*[a.aval for a in ins], **params)
+    except (TypeError, ValueError, IndexError):
+        return False
+    return (aval.shape, aval.dtype, aval.weak_type) == (out.aval.shape, out.aval.dtype,
+                                                          out.aval.weak_type)
+
+
+def _exact_roundtrip(a: np.dtype, b: np.dtype) -> bool:
+    """Converting ``a -> b -> a`` gives back every value of dtype ``a``."""
+    if a.kind == "b":
+        return True
+    return a.kind == b.kind and b.itemsize >= a.itemsize and a.kind in "iufc"
+
+
+def _identity(name: str, ins: list, params: dict, out: Var, producer: dict) -> Any:
+    """An existing atom equal to ``name(*ins)``, or None."""
+    x = ins[0]
+    if name in ("add", "sub") and _is_lit(ins[1], 0) and _same_aval(x, out):
+        return x
+    if name == "add" and _is_lit(x, 0) and _same_aval(ins[1], out):
+        return ins[1]
+    if name in ("mul", "div", "pow") and _is_lit(ins[1], 1) and _same_aval(x, out):
+        return x
+    if name == "mul" and _is_lit(x, 1) and _same_aval(ins[1], out):
+        return ins[1]
+    if name in ("max", "min", "and", "or") and x is ins[1] and _same_aval(x, out):
+        return x
+    if name == "select" and ins[1] is ins[2] and _same_aval(ins[1], out):
+        return ins[1]
+    if not isinstance(x, Var):
+        return None   # unary ops of literals are folded instead
+    if name in ("reshape", "broadcast_to", "convert", "reduce_sum", "reduce_max", "reduce_min",
+                "reduce_prod", "transpose") and _same_aval(x, out):
+        if name != "transpose" or params["perm"] == tuple(range(len(params["perm"]))):
+            return x
+    if name == "gather" and len(ins) == 1 and _same_aval(x, out) and all(
+            c == ("s", None, None, None) for c in params["index"]):
+        return x
+    inner = producer.get(id(x))
+    if inner is None:
+        return None
+    iname = inner.primitive.name
+    src = inner.inputs[0]
+    if name == iname and name in ("neg", "not") and _same_aval(src, out):
+        return src
+    if name == "convert" and iname == "convert" and _same_aval(src, out) and \
+            _exact_roundtrip(src.aval.dtype, x.aval.dtype):
+        return src
+    if name in ("reshape", "transpose", "broadcast_to") and iname == name and _same_aval(src, out):
+        if name != "transpose" or tuple(inner.params["perm"][i] for i in params["perm"]) == \
+                tuple(range(len(params["perm"]))):
+            return src
+    return None
+
+
+def _strong_like(a: Any, b: Var) -> bool:
+    return not a.aval.weak_type and a.aval.dtype == b.aval.dtype
+
+
+def _rewrite(e: Eqn, ins: list, producer: dict) -> Eqn | None:
+    """``e`` (with inputs ``ins``) in a form that uses fewer equations once dead code goes."""
+    name = e.primitive.name
+    x = ins[0]
+    inner = producer.get(id(x)) if isinstance(x, Var) else None
+    iname = inner.primitive.name if inner is not None else None
+    if name == iname and name in ("reshape", "broadcast_to"):
+        return Eqn(e.primitive, [inner.inputs[0]], e.outputs, e.params)
+    if name == iname == "transpose":
+        perm = tuple(inner.params["perm"][i] for i in e.params["perm"])
+        return Eqn(e.primitive, [inner.inputs[0]], e.outputs, {"perm": perm})
+    if name in ("add", "sub"):
+        # x + (-y) == x - y, (-x) + y == y - x and x - (-y) == x + y, exactly
+        y = ins[1]
+        yp = producer.get(id(y)) if isinstance(y, Var) else None
+        if yp is not None and yp.primitive.name == "neg" and _strong_like(yp.inputs[0], y):
+            other = registry["sub" if name == "add" else "add"]
+            return Eqn(other, [x, yp.inputs[0]], e.outputs, e.params)
+        if name == "add" and iname == "neg" and _strong_like(inner.inputs[0], x):
+            return Eqn(registry["sub"], [y, inner.inputs[0]], e.outputs, e.params)
+    return None
 
 
 def simplify(jaxpr: Jaxpr) -> Jaxpr:
-    """Rewrite algebraic identities that leave a value unchanged."""
+    """Rewrite algebraic identities so that fewer equations compute the same values."""
+    uniform: dict[int, Literal] = {}
+    for v, c in zip(jaxpr.constvars, jaxpr.consts):
+        lit = _uniform_literal(c)
+        if lit is not None:
+            uniform[id(v)] = lit
     producer: dict[int, Eqn] = {}
     subst: dict[int, Any] = {}
     kept: list[Eqn] = []
     for e in jaxpr.eqns:
-        ins = []
-        for a in e.inputs:
-            while isinstance(a, Var) and id(a) in subst:
-                a = subst[id(a)]
-            ins.append(a)
-        e = Eqn(e.primitive, ins, e.outputs, e.params)
+        ins = [_resolve(a, subst) for a in e.inputs]
         out = e.outputs[0]
         name = e.primitive.name
-        repl = None
-        if name in ("add", "sub") and _is_lit(ins[1], 0) and _same_aval(ins[0], out):
-            repl = ins[0]
-        elif name == "add" and _is_lit(ins[0], 0) and _same_aval(ins[1], out):
-            repl = ins[1]
-        elif name in ("mul", "div") and _is_lit(ins[1], 1) and _same_aval(ins[0], out):
-            repl = ins[0]
-        elif name == "mul" and _is_lit(ins[0], 1) and _same_aval(ins[1], out):
-            repl = ins[1]
-        elif name == "pow" and _is_lit(ins[1], 1) and _same_aval(ins[0], out):
-            repl = ins[0]
-        elif name in ("reshape", "broadcast_to", "convert", "stop_gradient") and \
-                isinstance(ins[0], Var) and _same_aval(ins[0], out):
-            repl = ins[0]
-        elif name == "transpose" and e.params["perm"] == tuple(range(len(e.params["perm"]))):
-            repl = ins[0]
-        elif name in ("neg", "transpose", "reshape") and isinstance(ins[0], Var) \
-                and id(ins[0]) in producer:
-            inner = producer[id(ins[0])]
-            if name == "neg" and inner.primitive.name == "neg":
-                repl = inner.inputs[0]
-            elif name == "transpose" and inner.primitive.name == "transpose":
-                p1, p2 = inner.params["perm"], e.params["perm"]
-                perm = tuple(p1[i] for i in p2)
-                if perm == tuple(range(len(perm))):
-                    repl = inner.inputs[0]
-                else:
-                    e = Eqn(e.primitive, [inner.inputs[0]], e.outputs, {"perm": perm})
-            elif name == "reshape" and inner.primitive.name == "reshape":
-                src = inner.inputs[0]
-                if src.aval.shape == out.aval.shape:
-                    repl = src
-                else:
-                    e = Eqn(e.primitive, [src], e.outputs, e.params)
-        if repl is not None and (not isinstance(repl, Literal) or repl.aval.shape == out.aval.shape):
+        if name in _NARY:
+            ins = _unbroadcast_operands(e.primitive, ins, e.params, out, producer, uniform)
+        repl = _identity(name, ins, e.params, out, producer)
+        # the type check uses the inputs as they are now (folded literals carry their exact type)
+        if repl is not None and _keeps_aval(e.primitive, ins, e.params, repl):
             subst[id(out)] = repl
             continue
+        new = _rewrite(e, ins, producer)
+        if new is not None and _keeps_aval(new.primitive, new.inputs, new.params, out):
+            e = new
+        else:
+            e = Eqn(e.primitive, ins, e.outputs, e.params)
         producer[id(out)] = e
         kept.append(e)
     return dce(_substitute(jaxpr, kept, subst))
@@ -223,4 +384,3 @@ def optimize(jaxpr: Jaxpr, max_rounds: int = 4) -> Jaxpr:
         if len(jaxpr.eqns) == n:
             break
     return jaxpr
-

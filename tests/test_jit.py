@@ -1,0 +1,551 @@
+"""jit: caching and retracing, equality with the un-jitted function, composition, errors.
+
+The oracle throughout is the same function run without jit (and, for the
+derivatives, the un-jitted transformation).  ``trace_count`` counts how many
+times the Python function was traced.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import funcgrad as fg
+import funcgrad.numpy as fnp
+from funcgrad.core import Tracer
+from funcgrad.tree_util import tree_leaves, tree_map, tree_structure
+
+RNG = np.random.default_rng(0)
+
+
+def assert_tree_equal(got, want, rtol=1e-12, atol=0.0):
+    """Same pytree structure; every leaf a NumPy value of the same shape, dtype and (close) values."""
+    assert tree_structure(got) == tree_structure(want)
+    for g, w in zip(tree_leaves(got), tree_leaves(want)):
+        assert isinstance(g, (np.ndarray, np.generic)), f"jit returned {type(g).__name__}"
+        w = np.asarray(w)
+        assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, g.dtype, w.shape, w.dtype)
+        if w.dtype.kind in "fc":
+            tol = rtol if w.dtype == np.float64 else max(rtol, 1e-5)
+            np.testing.assert_allclose(g, w, rtol=tol, atol=atol, equal_nan=True)
+        else:
+            np.testing.assert_array_equal(g, w)
+
+
+# ------------------------------------------------------------------ caching ---
+
+def test_traces_once_and_reruns_for_new_values():
+    calls = []
+
+    def f(x, y):
+        calls.append(1)
+        return fnp.sin(x) * y + 1.0
+
+    fj = fg.jit(f)
+    for _ in range(5):
+        x, y = RNG.normal(size=3), RNG.normal(size=3)
+        assert_tree_equal(fj(x, y), f(x, y))
+    assert fj.trace_count == 1 and fj.cache_size() == 1
+    assert len(calls) == 6          # 1 trace + 5 direct oracle calls: cached calls skip Python
+
+
+def test_retraces_exactly_when_the_signature_changes():
+    fj = fg.jit(lambda x: fnp.sum(x * x))
+    x3 = np.ones(3)
+    fj(x3)
+    fj(x3 + 1)
+    assert fj.trace_count == 1
+    fj(np.ones(4))                                  # new shape
+    assert fj.trace_count == 2
+    fj(np.ones(3, np.float32))                      # new dtype
+    assert fj.trace_count == 3
+    fj(np.ones((3, 1)))                             # new rank
+    assert fj.trace_count == 4
+    for x in (np.full(3, 7.0), np.ones(4) * 2, np.zeros(3, np.float32), np.ones((3, 1))):
+        fj(x)                                       # all seen before
+    assert fj.trace_count == 4 and fj.cache_size() == 4
+    fj.clear_cache()
+    fj(x3)
+    assert fj.trace_count == 5 and fj.cache_size() == 1
+
+
+def test_python_scalars_key_on_type_not_value():
+    fj = fg.jit(lambda x, s: x * s)
+    x = np.ones(2)
+    for s in (2.0, 3.5, -1.0):
+        assert_tree_equal(fj(x, s), x * s)
+    assert fj.trace_count == 1
+    fj(x, 2)                     # an int is another signature
+    fj(x, np.float64(2.0))       # and so is a NumPy scalar
+    assert fj.trace_count == 3
+    assert_tree_equal(fj(x, 5), x * 5)
+    assert fj.trace_count == 3
+
+
+def test_retraces_for_a_new_pytree_structure():
+    fj = fg.jit(lambda p: tree_map(lambda a: a * 2, p))
+    a, b = np.ones(2), np.arange(3.0)
+    fj((a, b))
+    fj((a + 1, b - 1))
+    assert fj.trace_count == 1
+    assert isinstance(fj([a, b]), list)                        # list vs tuple
+    assert fj.trace_count == 2
+    out = fj({"w": a, "b": b})
+    assert set(out) == {"w", "b"}
+    fj({"w": a, "c": b})                                       # other keys
+    fj({"w": a, "b": b, "c": b})                               # more leaves
+    fj((a, (b,)))                                              # other nesting
+    assert fj.trace_count == 6
+    fj({"b": b * 3, "w": a})                                   # same dict, other order
+    assert fj.trace_count == 6
+
+
+def test_static_argnums_key_on_value():
+    calls = collections.Counter()
+
+    def f(x, n, mode):
+        calls[(n, mode)] += 1
+        y = x ** n
+        return fnp.sum(y) if mode == "sum" else fnp.max(y)
+
+    fj = fg.jit(f, static_argnums=(1, 2))
+    x = RNG.normal(size=4)
+    assert_tree_equal(fj(x, 2, "sum"), f(x, 2, "sum"))
+    assert_tree_equal(fj(x + 1, 2, "sum"), f(x + 1, 2, "sum"))
+    assert fj.trace_count == 1
+    assert_tree_equal(fj(x, 3, "sum"), f(x, 3, "sum"))
+    assert_tree_equal(fj(x, 3, "max"), f(x, 3, "max"))
+    assert fj.trace_count == 3
+    fj(x, 2.0, "sum")            # 2.0 == 2 but a float is another static value
+    assert fj.trace_count == 4
+    fj(x, (2, 3)[0], "sum")
+    assert fj.trace_count == 4
+
+
+def test_static_argnums_negative_and_as_int():
+    fj = fg.jit(lambda x, n: x * n, static_argnums=-1)
+    assert_tree_equal(fj(np.ones(2), 3), np.full(2, 3.0))
+    fj2 = fg.jit(lambda n, x: fnp.ones(n) * x, static_argnums=0)
+    assert_tree_equal(fj2(3, 2.0), np.full(3, 2.0))
+    assert_tree_equal(fj2(4, 2.0), np.full(4, 2.0))
+    assert fj2.trace_count == 2
+
+
+def test_lower_gives_the_cached_graph():
+    fj = fg.jit(lambda x: fnp.tanh(x) * 2.0)
+    x = np.ones(3)
+    g = fj.lower(x)
+    assert isinstance(g, fg.Jaxpr)
+    assert [e.primitive.name for e in g.eqns] == ["tanh", "mul"]
+    assert fj.lower(x + 5) is g
+    fj(x)
+    assert fj.trace_count == 1
+    assert_tree_equal(fg.eval_jaxpr(g, x), np.tanh(x) * 2.0)
+
+
+def test_keeps_name_and_doc():
+    def my_function(x):
+        """Docstring."""
+        return x
+    fj = fg.jit(my_function)
+    assert fj.__name__ == "my_function" and fj.__doc__ == "Docstring."
+
+
+# ----------------------------------------------------------- equal results ---
+
+def _x(*shape, dtype=np.float64, low=-2.0, high=2.0):
+    return RNG.uniform(low, high, size=shape).astype(dtype)
+
+
+CASES = {
+    "arith": (lambda x, y: (x + y) * (x - y) / (1.0 + y * y) - 2 * x, (_x(3, 4), _x(4))),
+    "pow": (lambda x, y: fnp.abs(x) ** y + x ** 2 + x ** 3, (_x(3), _x(3))),
+    "unary": (lambda x: [fnp.sin(x), fnp.cos(x), fnp.tan(x), fnp.tanh(x), fnp.exp(x), fnp.log(fnp.abs(x)),
+                         fnp.log1p(fnp.abs(x)), fnp.expm1(x), fnp.sqrt(fnp.abs(x)), fnp.arctan(x),
+                         fnp.sinh(x), fnp.cosh(x), fnp.abs(x), fnp.sign(x), -x, fnp.square(x)], (_x(5),)),
+    "minmax": (lambda x, y: (fnp.maximum(x, y), fnp.minimum(x, 0.5), fnp.clip(x, -1, 1)), (_x(2, 3), _x(3))),
+    "compare": (lambda x, y: (x < y, x <= y, x > y, x >= y, x == y, x != y,
+                              fnp.logical_and(x > 0, y > 0), fnp.logical_or(x > 0, ~(y > 0)),
+                              fnp.isfinite(fnp.log(y))),
+                (np.array([0.5, -1.0, 3.0, 2.0]), np.array([0.5, 1.0, -1.0, 2.0]))),
+    "where": (lambda x: fnp.where(x > 0, x, 0.1 * x), (_x(6),)),
+    "reduce": (lambda x: (fnp.sum(x), fnp.sum(x, axis=0), fnp.mean(x, axis=1, keepdims=True), fnp.max(x),
+                          fnp.min(x, axis=(0, 2)), fnp.prod(x, axis=-1), fnp.var(x), fnp.std(x, axis=0),
+                          fnp.argmax(x, axis=1), fnp.argmin(x), fnp.logsumexp(x, axis=1)), (_x(2, 3, 4),)),
+    "linalg": (lambda a, b, v: (a @ b, fnp.dot(a, v[:3]), fnp.matmul(v[:4], a), fnp.outer(v, v),
+                                fnp.tensordot(a, b, axes=1), fnp.einsum("ij,jk->ik", a, b),
+                                fnp.dot(v, v)), (_x(4, 3), _x(3, 2), _x(5))),
+    "batched_matmul": (lambda a, b: a @ b, (_x(2, 3, 4), _x(4, 5))),
+    "shape": (lambda x: (x.T, fnp.reshape(x, (4, -1)), fnp.ravel(x), fnp.swapaxes(x, 0, 2),
+                         fnp.moveaxis(x, 0, -1), fnp.expand_dims(x, 1), fnp.squeeze(x[:, :1]),
+                         fnp.broadcast_to(x[0], (5, 3, 4)), fnp.transpose(x, (1, 0, 2))), (_x(2, 3, 4),)),
+    "join": (lambda x, y: (fnp.concatenate([x, y], axis=0), fnp.stack([x, y], axis=1),
+                           fnp.split(fnp.concatenate([x, y]), 2)), (_x(2, 3), _x(2, 3))),
+    "index": (lambda x: (x[0], x[1:3], x[::2, -1], x[:, None, 1], x[np.array([2, 0, 2])],
+                         x[..., 1], x[np.array([0, 1]), np.array([2, 3])], x[-1, ::-1]), (_x(4, 5),)),
+    "at": (lambda x, v: (fnp.at(x)[1].set(v), fnp.at(x)[:, 0].add(1.0),
+                         fnp.at(x)[np.array([0, 0, 2])].add(v), fnp.at(x)[2:].multiply(2.0)),
+           (_x(3, 4), _x(4))),
+    "astype": (lambda x: (fnp.astype(x, np.float32) * 2, x.astype(np.int64), (x > 0).astype(np.float64)),
+               (_x(4),)),
+    "creation": (lambda x: (fnp.zeros_like(x) + x, fnp.ones_like(x), fnp.full_like(x, 3.0), fnp.eye(3) @ x,
+                            fnp.arange(3.0) * x[0], fnp.linspace(0, 1, 3) + x[1]), (_x(3, 3),)),
+    "logaddexp": (lambda x, y: fnp.logaddexp(x, y), (_x(4, low=-50, high=50), _x(4))),
+    "len_iter": (lambda x: sum(row * i for i, row in enumerate(x)) + len(x), (_x(3, 2),)),
+    "python_scalar_arg": (lambda x, s: (x * s, fnp.sin(s) * x, s * 2.0, fnp.sum(s), fnp.reshape(s, (1,)) + x),
+                          (_x(3), 0.5)),
+    "constant_output": (lambda x: (x, 1.0, np.arange(3.0)), (_x(2),)),
+    "pytree_output": (lambda d: {"s": d["a"] + d["b"], "t": (d["a"] * 2, [d["b"].sum()])},
+                      ({"a": _x(2), "b": _x(2)},)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(CASES))
+def test_jit_equals_unjitted(name, dtype):
+    f, args = CASES[name]
+    args = tree_map(lambda a: a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a,
+                    args)
+    fj = fg.jit(f)
+    with np.errstate(all="ignore"):
+        want = f(*args)
+        got = fj(*args)
+        again = fj(*args)                       # the cached run too
+    assert_tree_equal(got, want)
+    assert_tree_equal(again, want)
+    assert fj.trace_count == 1
+
+
+@given(x=hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+                    elements=st.floats(-1e3, 1e3)))
+def test_jit_equals_unjitted_on_random_shapes(x):
+    def f(x):
+        y = fnp.tanh(x) * x - fnp.exp(-x * x) / (1.0 + fnp.abs(x))
+        return y, fnp.sum(y * y), fnp.max(x, axis=0) if x.ndim else x, fnp.where(x > 0, y, -y)
+    assert_tree_equal(fg.jit(f)(x), f(x), rtol=1e-12)
+
+
+def test_nan_and_inf_flow_through():
+    f = lambda x: (x * 1.0, x * 0.0, x - x, x / x, fnp.sqrt(x), fnp.log(x), fnp.maximum(x, 0.0))
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -1.0, 2.0])
+    with np.errstate(all="ignore"):
+        assert_tree_equal(fg.jit(f)(x), f(x))
+
+
+# ------------------------------------------------------------ outputs, dtypes ---
+
+def test_outputs_are_numpy_arrays():
+    fj = fg.jit(lambda x: (fnp.sum(x), x[0], x * 2, 3.0, (x > 0)[0], fnp.argmax(x)))
+    out = fj(np.arange(3.0))
+    for o in out:
+        assert isinstance(o, (np.ndarray, np.generic)) and not isinstance(o, Tracer)
+        assert type(o) is not float and type(o) is not bool and type(o) is not int
+    assert out[0].shape == () and out[3].dtype == np.float64 and out[4].dtype == np.bool_
+
+
+def test_float32_stays_float32():
+    x = _x(4, 3, dtype=np.float32)
+    w = _x(3, 2, dtype=np.float32)
+    fns = [lambda x: x * 2.0 + 1, lambda x: fnp.mean(x ** 2), lambda x: fnp.sqrt(fnp.abs(x)) / 3,
+           lambda x: fnp.where(x > 0, x, 0.01 * x), lambda x: fnp.logsumexp(x, axis=1),
+           lambda x: fnp.var(x, axis=0), lambda x: fnp.tanh(x @ w).sum(), lambda x: x.mean() * 0.5 - 1]
+    for f in fns:
+        for g in (f, fg.grad(lambda x: fnp.sum(f(x)))):
+            out = fg.jit(g)(x)
+            assert out.dtype == np.float32, f
+            assert_tree_equal(out, g(x))
+    v, gr = fg.jit(fg.value_and_grad(lambda w: fnp.mean(fnp.tanh(x @ w) ** 2)))(w)
+    assert v.dtype == np.float32 and gr.dtype == np.float32
+    h = fg.jit(fg.hessian(lambda x: fnp.sum(fnp.sin(x) ** 3)))(x[0])
+    assert h.dtype == np.float32 and h.shape == (3, 3)
+
+
+def test_mutating_a_result_never_changes_later_calls():
+    fj = fg.jit(fg.grad(lambda x: fnp.sum(2.0 * x)))      # the gradient is a constant
+    x = np.ones(3)
+    out = fj(x)
+    out += 100.0
+    assert_tree_equal(fj(x), np.full(3, 2.0))
+    ident = fg.jit(lambda x: x * 1)
+    y = ident(x)
+    y[0] = 5.0
+    assert x[0] == 1.0
+    assert_tree_equal(ident(x), np.ones(3))
+
+
+# -------------------------------------------------------------- composition ---
+
+def init_mlp(sizes, dtype=np.float64):
+    rng = np.random.default_rng(1)
+    return [{"W": (rng.normal(size=(m, n)) / np.sqrt(m)).astype(dtype), "b": rng.normal(size=n).astype(dtype)}
+            for m, n in zip(sizes[:-1], sizes[1:])]
+
+
+def mlp(params, x):
+    for layer in params[:-1]:
+        x = fnp.tanh(x @ layer["W"] + layer["b"])
+    return x @ params[-1]["W"] + params[-1]["b"]
+
+
+def loss(params, x, y):
+    return fnp.mean((mlp(params, x) - y) ** 2)
+
+
+PARAMS = init_mlp([3, 8, 8, 2])
+X, Y = RNG.normal(size=(10, 3)), RNG.normal(size=(10, 2))
+
+
+def test_jit_of_grad_and_value_and_grad_on_mlp_pytrees():
+    gj = fg.jit(fg.grad(loss))
+    vgj = fg.jit(fg.value_and_grad(loss))
+    want_g = fg.grad(loss)(PARAMS, X, Y)
+    want_v = loss(PARAMS, X, Y)
+    for _ in range(3):
+        assert_tree_equal(gj(PARAMS, X, Y), want_g, rtol=1e-10)
+        v, g = vgj(PARAMS, X, Y)
+        assert_tree_equal(v, want_v, rtol=1e-12)
+        assert_tree_equal(g, want_g, rtol=1e-10)
+    assert gj.trace_count == 1 and vgj.trace_count == 1
+
+
+def test_training_loop_under_jit_matches_eager():
+    @fg.jit
+    def step(p, x, y):
+        g = fg.grad(loss)(p, x, y)
+        return tree_map(lambda a, b: a - 0.1 * b, p, g)
+
+    def eager_step(p, x, y):
+        g = fg.grad(loss)(p, x, y)
+        return tree_map(lambda a, b: a - 0.1 * b, p, g)
+
+    p, q = PARAMS, PARAMS
+    for _ in range(5):
+        p, q = step(p, X, Y), eager_step(q, X, Y)
+    assert_tree_equal(p, q, rtol=1e-10)
+    assert step.trace_count == 1
+    assert loss(p, X, Y) < loss(PARAMS, X, Y)
+
+
+def test_grad_of_jit_inlines():
+    fj = fg.jit(loss)
+    assert_tree_equal(fg.grad(fj)(PARAMS, X, Y), fg.grad(loss)(PARAMS, X, Y), rtol=1e-10)
+    assert_tree_equal(fg.value_and_grad(fj, argnums=1)(PARAMS, X, Y),
+                      fg.value_and_grad(loss, argnums=1)(PARAMS, X, Y), rtol=1e-10)
+    assert fj.trace_count == 0          # inlined into grad's trace, nothing cached
+
+
+def test_vmap_of_jit_and_jit_of_vmap_per_example_gradients():
+    per_ex = lambda p, x, y: loss(p, x[None], y[None])
+    want = fg.vmap(fg.grad(per_ex), in_axes=(None, 0, 0))(PARAMS, X, Y)
+    a = fg.vmap(fg.jit(fg.grad(per_ex)), in_axes=(None, 0, 0))(PARAMS, X, Y)
+    b = fg.jit(fg.vmap(fg.grad(per_ex), in_axes=(None, 0, 0)))(PARAMS, X, Y)
+    c = fg.jit(fg.vmap(fg.jit(fg.grad(per_ex)), in_axes=(None, 0, 0)))(PARAMS, X, Y)
+    for got in (a, b, c):
+        assert_tree_equal(got, want, rtol=1e-10)
+    # summed per-example gradients are the batch gradient
+    total = tree_map(lambda g: np.mean(g, axis=0), want)
+    assert_tree_equal(total, fg.grad(loss)(PARAMS, X, Y), rtol=1e-10)
+
+
+def test_nested_jit():
+    inner = fg.jit(lambda x: fnp.sin(x) * 2.0)
+    middle = fg.jit(lambda x: inner(x) + inner(x * 2))
+    outer = fg.jit(lambda x: middle(x) * fnp.cos(x))
+    x = _x(4)
+    want = (np.sin(x) * 2 + np.sin(2 * x) * 2) * np.cos(x)
+    assert_tree_equal(outer(x), want)
+    assert_tree_equal(outer(x), want)
+    assert outer.trace_count == 1
+    assert_tree_equal(middle(x), np.sin(x) * 2 + np.sin(2 * x) * 2)
+    assert middle.trace_count == 1
+    # the inner call happened under the outer traces: the graph has both sin calls, merged by CSE
+    names = [e.primitive.name for e in outer.lower(x).eqns]
+    assert names.count("sin") == 2 and names.count("cos") == 1
+
+
+@pytest.mark.parametrize("transform", [fg.jacfwd, fg.jacrev, fg.hessian])
+def test_jit_of_jacobians(transform):
+    f = lambda x: fnp.sum(fnp.sin(x) * x ** 2) if transform is fg.hessian else fnp.tanh(x) * x[0]
+    x = _x(4)
+    want = transform(f)(x)
+    assert_tree_equal(fg.jit(transform(f))(x), want, rtol=1e-10)
+    assert_tree_equal(transform(fg.jit(f))(x), want, rtol=1e-10)
+    assert_tree_equal(fg.jit(transform(fg.jit(f)))(x), want, rtol=1e-10)
+
+
+def test_hessian_of_rosenbrock_under_jit():
+    def rosen(x):
+        return fnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+    x = _x(10)
+    h = fg.jit(fg.hessian(rosen))(x)
+    # hand-derived tridiagonal Hessian
+    n = len(x)
+    want = np.zeros((n, n))
+    for i in range(n - 1):
+        want[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
+        want[i + 1, i + 1] += 200
+        want[i, i + 1] += -400 * x[i]
+        want[i + 1, i] += -400 * x[i]
+    np.testing.assert_allclose(h, want, rtol=1e-10, atol=1e-9)
+
+
+def test_jvp_and_vjp_of_jit():
+    f = lambda x, y: fnp.tanh(x) * y
+    fj = fg.jit(f)
+    x, y, t = _x(3), _x(3), _x(3)
+    assert_tree_equal(fg.jvp(fj, (x, y), (t, t)), fg.jvp(f, (x, y), (t, t)))
+    out, pull = fg.vjp(fj, x, y)
+    out2, pull2 = fg.vjp(f, x, y)
+    assert_tree_equal(out, out2)
+    assert_tree_equal(pull(t), pull2(t))
+
+
+def test_make_jaxpr_of_jit_shows_the_inlined_graph():
+    g = fg.make_jaxpr(fg.jit(lambda x: fnp.exp(x) + 1.0))(np.ones(2))
+    assert [e.primitive.name for e in g.eqns] == ["exp", "add"]
+
+
+def test_control_flow_on_values_inside_grad_inside_jit_fails_but_outside_works():
+    def f(x):
+        return x * 2 if x > 0 else -x
+    assert fg.grad(f)(3.0) == 2.0              # grad runs on concrete values
+    with pytest.raises(fg.ConcretizationError):
+        fg.jit(fg.grad(f))(3.0)
+
+
+# -------------------------------------------------------------------- errors ---
+
+@pytest.mark.parametrize("body", [
+    lambda x: x if x > 0 else -x,
+    lambda x: x * 2 if bool(fnp.sum(x) > 0) else x,
+    lambda x: x[: int(x[0])],
+    lambda x: float(x[0]) * x,
+    lambda x: x * 2 if (x > 0).sum() else x,
+    lambda x: x * (1 if x[0] and x[1] else 2),
+], ids=["if", "bool", "int-slice", "float", "sum", "and"])
+def test_python_control_flow_on_traced_values_raises(body):
+    fj = fg.jit(body)
+    with pytest.raises(fg.ConcretizationError) as info:
+        fj(np.array([1.0, 2.0]))
+    msg = str(info.value)
+    assert "jit" in msg and "concrete" in msg
+    assert "fnp.where" in msg and "static_argnums" in msg
+
+
+def test_while_loop_on_traced_value_raises_and_static_argnums_fixes_it():
+    def f(x, n):
+        while n > 0:
+            x = fnp.sin(x)
+            n = n - 1
+        return x
+    with pytest.raises(fg.ConcretizationError, match="static_argnums"):
+        fg.jit(f)(np.ones(2), 3)
+    fj = fg.jit(f, static_argnums=1)
+    assert_tree_equal(fj(np.ones(2), 3), np.sin(np.sin(np.sin(np.ones(2)))))
+    assert_tree_equal(fj(np.ones(2), 0), np.ones(2))
+
+
+def test_fnp_where_is_the_fix_for_if():
+    f = lambda x: fnp.where(x > 0, x, -x)
+    x = _x(5)
+    assert_tree_equal(fg.jit(f)(x), np.abs(x))
+
+
+def test_static_argnums_makes_python_branching_work():
+    def f(x, mode):
+        if mode == "double":
+            return x * 2
+        return x
+    fj = fg.jit(f, static_argnums=(1,))
+    assert_tree_equal(fj(np.ones(2), "double"), np.full(2, 2.0))
+    assert_tree_equal(fj(np.ones(2), "same"), np.ones(2))
+    assert fj.trace_count == 2
+
+
+@pytest.mark.parametrize("bad", [[1, 2], {"a": 1}, np.ones(2), {1, 2}])
+def test_unhashable_static_argument_is_a_type_error_naming_it(bad):
+    fj = fg.jit(lambda x, cfg: x, static_argnums=1)
+    with pytest.raises(TypeError) as info:
+        fj(np.ones(2), bad)
+    msg = str(info.value)
+    assert "static" in msg and "1" in msg and type(bad).__name__ in msg and "hashable" in msg
+
+
+def test_static_argnums_out_of_range():
+    with pytest.raises(ValueError, match="static_argnums"):
+        fg.jit(lambda x: x, static_argnums=3)(np.ones(2))
+
+
+def test_non_array_argument_is_a_type_error_suggesting_static():
+    with pytest.raises(TypeError, match="static_argnums"):
+        fg.jit(lambda x, s: x)(np.ones(2), "a string")
+
+
+def test_shape_errors_inside_jit_are_the_eager_errors():
+    f = lambda x, y: x + y
+    with pytest.raises(ValueError, match="broadcast"):
+        fg.jit(f)(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="matmul"):
+        fg.jit(lambda a, b: a @ b)(np.ones((2, 3)), np.ones((2, 3)))
+
+
+def test_leaked_tracer_used_outside_raises():
+    leaked = []
+
+    def f(x):
+        leaked.append(x)
+        return x * 2
+
+    fj = fg.jit(f)
+    assert_tree_equal(fj(np.ones(2)), np.full(2, 2.0))
+    t = leaked[0]
+    for use in (lambda: t + 1, lambda: fnp.sin(t), lambda: np.sin(t), lambda: np.asarray(t),
+                lambda: t > 0, lambda: bool(t[0]), lambda: t.sum(), lambda: float(t[0])):
+        with pytest.raises(fg.LeakedTracerError, match="leak"):
+            use()
+
+
+def test_leaked_tracer_used_in_a_later_transformation_raises():
+    leaked = []
+    fg.jit(lambda x: leaked.append(x) or x)(np.ones(2))
+    t = leaked[0]
+    for transform in (fg.jit, fg.grad, fg.vmap, fg.make_jaxpr):
+        g = transform(lambda x: fnp.sum(x * t))
+        with pytest.raises(fg.LeakedTracerError) as info:
+            g(np.ones(2))
+        assert "jit" in str(info.value) and "leak" in str(info.value)
+
+
+def test_leaked_tracer_from_a_closure_in_a_cached_function():
+    """A function that leaks a tracer and uses it on a *later* trace must not give a wrong answer."""
+    state = {}
+
+    def f(x):
+        if "t" in state:
+            return x + state["t"]        # a tracer of an earlier, finished trace
+        state["t"] = x
+        return x
+
+    fj = fg.jit(f)
+    fj(np.ones(2))
+    with pytest.raises(fg.LeakedTracerError):
+        fj(np.ones(3))                   # new shape: retraced, uses the stale tracer
+
+
+def test_leaked_tracer_from_inner_jit_of_outer_jit():
+    store = []
+    inner = fg.jit(lambda x: store.append(x) or x + 1)
+    outer = fg.jit(lambda x: inner(x) * 2)
+    assert_tree_equal(outer(np.ones(2)), np.full(2, 4.0))
+    with pytest.raises(fg.LeakedTracerError):
+        store[0] * 3
+
+
+def test_returning_a_non_array_is_a_type_error():
+    with pytest.raises(TypeError):
+        fg.jit(lambda x: "text")(np.ones(2))
