@@ -172,14 +172,12 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim``: hand it to the highest-level trace among ``args``.
 
     With no tracer among the arguments this is just the NumPy implementation,
-    which is the eager fast path (no thread-local lookup; each argument's type, and an
-    array's dtype kind, is checked cheaply, so strings and objects get a TypeError).
+    which is the eager fast path (no thread-local lookup, no per-argument
+    validation).  Bad input surfaces as NumPy failing or returning a
+    non-numeric array; both become a TypeError naming the operation and argument.
     """
     top = None
     for a in args:
-        t = type(a)
-        if t in _PLAIN_TYPES and (t is not np.ndarray or a.dtype.kind in _NUMERIC_KINDS):
-            continue
         if isinstance(a, Tracer):
             tr = a._trace
             if not tr.alive:
@@ -192,19 +190,66 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
                     "at the same level; a tracer escaped from one transformation into "
                     "another (leaked tracer). Return values out of transformed functions "
                     "instead of storing tracers in outside variables.")
-        elif not _accepted(a):   # strings, None, arbitrary objects: NumPy might even accept them
-            raise _op_error(prim, args, params, None)
+        elif not (a.dtype.kind in _NUMERIC_KINDS if type(a) is np.ndarray else _accepted(a)):
+            raise _op_error(prim, args, params, None)        # None, strings, objects
     if top is None:
         try:
-            return prim.impl(*args, **params)
+            out = prim.impl(*args, **params)
         except Exception as e:   # turn NumPy's message into one that names the op
             raise _op_error(prim, args, params, e) from None
+        if getattr(out, "dtype", _F64).kind in _BAD_KINDS:
+            raise _op_error(prim, args, params, None)
+        return out
     return top.process_primitive(prim, args, params)
 
 
-# exact types the eager path accepts without further checks (a set lookup per argument)
-_PLAIN_TYPES = frozenset([np.ndarray, bool, int, float, complex] + [
-    np.dtype(c).type for c in "?bhilqBHILQefdgFDG"])
+_F64 = np.dtype(np.float64)
+_BAD_KINDS = frozenset("OSUVMmT")   # object, bytes, str, void, datetime, timedelta, StringDType
+
+
+def binder(prim: Primitive, nargs: int, name: str | None = None, doc: str | None = None) -> Callable:
+    """``bind`` specialised to ``prim`` and ``nargs`` positional arguments, no params.
+
+    The facade and the derivative rules call primitives through these: on
+    plain arrays they go straight to the implementation (about 0.3 µs less per
+    call than the generic ``bind``, which matters in eager reverse mode).
+    """
+    impl = prim.impl
+
+    def fail(args: tuple, err: Exception | None) -> Exception:
+        return _op_error(prim, args, {}, err)
+
+    if nargs == 1:
+        def op1(x: Any) -> Any:
+            if isinstance(x, Tracer):
+                return bind(prim, x)
+            try:
+                out = impl(x)
+            except Exception as e:
+                raise fail((x,), e) from None
+            if getattr(out, "dtype", _F64).kind in _BAD_KINDS:
+                raise fail((x,), None)
+            return out
+        op = op1
+    elif nargs == 2:
+        def op2(x: Any, y: Any) -> Any:
+            if isinstance(x, Tracer) or isinstance(y, Tracer):
+                return bind(prim, x, y)
+            try:
+                out = impl(x, y)
+            except Exception as e:
+                raise fail((x, y), e) from None
+            if getattr(out, "dtype", _F64).kind in _BAD_KINDS:
+                raise fail((x, y), None)
+            return out
+        op = op2
+    else:
+        def opn(*args: Any) -> Any:
+            return bind(prim, *args)
+        op = opn
+    op.__name__ = op.__qualname__ = name or prim.name
+    op.__doc__ = doc or f"Apply the ``{prim.name}`` primitive."
+    return op
 
 
 def _accepted(x: Any) -> bool:

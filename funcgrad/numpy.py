@@ -18,11 +18,13 @@ import operator
 import numpy as _np
 
 from funcgrad.core import ConcretizationError, Tracer, bind, dtype_of, to_concrete, valid_value
+from funcgrad.core import binder as _binder
 from funcgrad.primitives import elementwise as _ew
 from funcgrad.primitives import indexing as _ix
 from funcgrad.primitives import linalg as _la
 from funcgrad.primitives import reduce as _red
 from funcgrad.primitives import shape as _sh
+from funcgrad.primitives._base import registry as _registry
 
 # dtypes and constants, so code written against numpy keeps working
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
@@ -64,40 +66,44 @@ def _short_repr(x) -> str:
 
 
 # ----------------------------------------------------------- elementwise ---
-def add(x, y): return bind(_add_p, x, y)
-def subtract(x, y): return bind(_sub_p, x, y)
-def multiply(x, y): return bind(_mul_p, x, y)
-def divide(x, y): return bind(_div_p, x, y)
-def negative(x): return bind(_ew.neg_p, x)
-def power(x, y): return bind(_ew.pow_p, x, y)
-def square(x): return bind(_mul_p, x, x)
-def sqrt(x): return bind(_ew.sqrt_p, x)
-def exp(x): return bind(_ew.exp_p, x)
-def log(x): return bind(_ew.log_p, x)
-def log1p(x): return bind(_ew.log1p_p, x)
-def expm1(x): return bind(_ew.expm1_p, x)
-def sin(x): return bind(_ew.sin_p, x)
-def cos(x): return bind(_ew.cos_p, x)
-def tan(x): return bind(_ew.tan_p, x)
-def tanh(x): return bind(_ew.tanh_p, x)
-def arctan(x): return bind(_ew.arctan_p, x)
-def sinh(x): return bind(_ew.sinh_p, x)
-def cosh(x): return bind(_ew.cosh_p, x)
-def abs(x): return bind(_ew.abs_p, x)  # noqa: A001
-def sign(x): return bind(_ew.sign_p, x)
-def floor(x): return bind(_ew.floor_p, x)
-def maximum(x, y): return bind(_ew.max_p, x, y)
-def minimum(x, y): return bind(_ew.min_p, x, y)
-def equal(x, y): return bind(_ew.eq_p, x, y)
-def not_equal(x, y): return bind(_ew.ne_p, x, y)
-def less(x, y): return bind(_ew.lt_p, x, y)
-def less_equal(x, y): return bind(_ew.le_p, x, y)
-def greater(x, y): return bind(_ew.gt_p, x, y)
-def greater_equal(x, y): return bind(_ew.ge_p, x, y)
-def logical_and(x, y): return bind(_ew.and_p, x, y)
-def logical_or(x, y): return bind(_ew.or_p, x, y)
-def logical_not(x): return bind(_ew.not_p, x)
-def isfinite(x): return bind(_ew.isfinite_p, x)
+add = _binder(_registry["add"], 2, "add", "Elementwise x + y.")
+subtract = _binder(_registry["sub"], 2, "subtract", "Elementwise x - y.")
+multiply = _binder(_registry["mul"], 2, "multiply", "Elementwise x * y.")
+divide = _binder(_registry["div"], 2, "divide", "Elementwise x / y (true division).")
+negative = _binder(_registry["neg"], 1, "negative", "Elementwise -x.")
+power = _binder(_registry["pow"], 2, "power", "Elementwise x ** y.")
+sqrt = _binder(_registry["sqrt"], 1, "sqrt", "Elementwise square root.")
+exp = _binder(_registry["exp"], 1, "exp", "Elementwise e ** x.")
+log = _binder(_registry["log"], 1, "log", "Elementwise natural logarithm.")
+log1p = _binder(_registry["log1p"], 1, "log1p", "Elementwise log(1 + x) (accurate for small x).")
+expm1 = _binder(_registry["expm1"], 1, "expm1", "Elementwise exp(x) - 1 (accurate for small x).")
+sin = _binder(_registry["sin"], 1, "sin", "Elementwise sine.")
+cos = _binder(_registry["cos"], 1, "cos", "Elementwise cosine.")
+tan = _binder(_registry["tan"], 1, "tan", "Elementwise tangent.")
+tanh = _binder(_registry["tanh"], 1, "tanh", "Elementwise hyperbolic tangent.")
+arctan = _binder(_registry["arctan"], 1, "arctan", "Elementwise inverse tangent.")
+sinh = _binder(_registry["sinh"], 1, "sinh", "Elementwise hyperbolic sine.")
+cosh = _binder(_registry["cosh"], 1, "cosh", "Elementwise hyperbolic cosine.")
+abs = _binder(_registry["abs"], 1, "abs", "Elementwise absolute value (derivative sign(x)).")  # noqa: A001
+sign = _binder(_registry["sign"], 1, "sign", "Elementwise sign (zero derivative).")
+floor = _binder(_registry["floor"], 1, "floor", "Elementwise floor (zero derivative).")
+maximum = _binder(_registry["max"], 2, "maximum", "Elementwise maximum (ties split the derivative).")
+minimum = _binder(_registry["min"], 2, "minimum", "Elementwise minimum (ties split the derivative).")
+equal = _binder(_registry["eq"], 2, "equal", "Elementwise x == y.")
+not_equal = _binder(_registry["ne"], 2, "not_equal", "Elementwise x != y.")
+less = _binder(_registry["lt"], 2, "less", "Elementwise x < y.")
+less_equal = _binder(_registry["le"], 2, "less_equal", "Elementwise x <= y.")
+greater = _binder(_registry["gt"], 2, "greater", "Elementwise x > y.")
+greater_equal = _binder(_registry["ge"], 2, "greater_equal", "Elementwise x >= y.")
+logical_and = _binder(_registry["and"], 2, "logical_and", "Elementwise logical and.")
+logical_or = _binder(_registry["or"], 2, "logical_or", "Elementwise logical or.")
+logical_not = _binder(_registry["not"], 1, "logical_not", "Elementwise logical not.")
+isfinite = _binder(_registry["isfinite"], 1, "isfinite", "Elementwise True where finite.")
+
+
+def square(x):
+    """Elementwise x * x."""
+    return multiply(x, x)
 
 
 absolute = abs

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import bind, dtype_of
+from funcgrad.core import bind, binder, dtype_of
 from funcgrad.primitives._base import elementwise
 
 
@@ -125,27 +125,29 @@ convert_p = elementwise(
     codegen="np.asarray({0}).astype({dtype!r}, copy=False)")
 
 
-# ---- binders used by rules and the facade ------------------------------------
-def add(x, y): return bind(add_p, x, y)
-def sub(x, y): return bind(sub_p, x, y)
-def neg(x): return bind(neg_p, x)
-def mul(x, y): return bind(mul_p, x, y)
-def div(x, y): return bind(div_p, x, y)
-def pow_(x, y): return bind(pow_p, x, y)
-def maximum(x, y): return bind(max_p, x, y)
-def minimum(x, y): return bind(min_p, x, y)
-def exp(x): return bind(exp_p, x)
-def log(x): return bind(log_p, x)
-def log1p(x): return bind(log1p_p, x)
-def sin(x): return bind(sin_p, x)
-def cos(x): return bind(cos_p, x)
-def tanh(x): return bind(tanh_p, x)
-def sinh(x): return bind(sinh_p, x)
-def cosh(x): return bind(cosh_p, x)
-def sign(x): return bind(sign_p, x)
-def eq(x, y): return bind(eq_p, x, y)
-def gt(x, y): return bind(gt_p, x, y)
-def lt(x, y): return bind(lt_p, x, y)
+# ---- binders used by rules and the facade (bind specialised per primitive) ----
+add = binder(add_p, 2)
+sub = binder(sub_p, 2)
+neg = binder(neg_p, 1)
+mul = binder(mul_p, 2)
+div = binder(div_p, 2)
+pow_ = binder(pow_p, 2)
+maximum = binder(max_p, 2)
+minimum = binder(min_p, 2)
+exp = binder(exp_p, 1)
+log = binder(log_p, 1)
+log1p = binder(log1p_p, 1)
+sin = binder(sin_p, 1)
+cos = binder(cos_p, 1)
+tanh = binder(tanh_p, 1)
+sinh = binder(sinh_p, 1)
+cosh = binder(cosh_p, 1)
+sign = binder(sign_p, 1)
+eq = binder(eq_p, 2)
+gt = binder(gt_p, 2)
+lt = binder(lt_p, 2)
+
+
 def select(c, x, y): return bind(select_p, c, x, y)
 
 
