@@ -96,9 +96,26 @@ def _matmul_vjp(ct, out, primals, needed):
 
 
 def _matmul_batch(args, bdims):
+    """Batched matmul as few BLAS calls as possible.
+
+    With one operand unbatched and at most 2-d, the batch is folded into the
+    other operand's rows (one GEMM instead of a loop of GEMVs); with a
+    contraction of size 1 (per-example outer products, as in the gradient of
+    a dense layer) it is a broadcast product, not a loop of rank-1 matmuls.
+    """
     a, b = args
     da, db = bdims
     size = shape_of(a)[da] if da is not None else shape_of(b)[db]
+    if db is None and ndim_of(b) <= 2 and ndim_of(a) >= 2:
+        a = move_to_front(a, da, size)
+        s = shape_of(a)
+        rows = int(np.prod(s[:-1], dtype=np.int64))
+        out = matmul(sh.reshape(a, (rows, s[-1])), b)           # (B * rows, n) or (B * rows,)
+        return sh.reshape(out, s[:-1] + shape_of(b)[1:]), 0
+    if da is None and ndim_of(a) <= 2 and ndim_of(b) == 2:      # per-example vectors b
+        b = move_to_front(b, db, size)
+        out = matmul(a, sh.transpose(b, (1, 0)))                # (m, B) or (B,)
+        return (sh.transpose(out, (1, 0)), 0) if ndim_of(a) == 2 else (out, 0)
     squeeze = []
     if da is not None and ndim_of(a) == 2:      # per-example vector -> (B, 1, k)
         a = move_to_front(a, da, size)
@@ -117,7 +134,14 @@ def _matmul_batch(args, bdims):
         b = sh.reshape(b, shape_of(b) + (1,))
         squeeze.append(-1)
     a, b = align_batched((a, b), (da, db))
-    out = matmul(a, b)
+    if da is not None and db is not None and shape_of(a)[-1] == 1 == shape_of(b)[-2]:  # outer products
+        sa, sb = shape_of(a), shape_of(b)
+        if len(sa) == len(sb) == 3:
+            out = einsum("ab,ac->abc", sh.reshape(a, sa[:2]), sh.reshape(b, (sb[0], sb[2])))
+        else:
+            out = ew.mul(a, b)
+    else:
+        out = matmul(a, b)
     if squeeze:
         s = shape_of(out)
         keep = [i for i in range(len(s)) if i - len(s) not in squeeze]
