@@ -454,6 +454,9 @@ def test_every_primitive_has_a_vmap_case() -> None:
     assert not missing, f"primitives without a vmap test case: {missing}"
 
 
+FEWER = max(10, settings.default.max_examples // 3)   # structural checks need fewer examples
+
+
 def batched_args(case: Case, axes: list, size: int, rng: np.random.Generator) -> list:
     args = []
     for s, gen, ax in zip(case.shapes, case.gens, axes):
@@ -488,7 +491,34 @@ def test_primitive_batching_matches_stacked_loop(name: str, data: st.DataObject)
 
 
 @pytest.mark.parametrize("name", sorted(registry))
-@settings(max_examples=10)
+@settings(max_examples=FEWER)
+@given(data=st.data())
+def test_primitive_batching_nested_two_levels(name: str, data: st.DataObject) -> None:
+    """vmap(vmap(f)) with operands batched at the inner level, the outer level, both or neither."""
+    case = data.draw(CASES[name](), label="case")
+    n = len(case.shapes)
+    inner = [data.draw(st.sampled_from([None, 0, -1]), label="inner axis") for _ in range(n)]
+    outer = [data.draw(st.sampled_from([None, 0, -1]), label="outer axis") for _ in range(n)]
+    if all(a is None for a in inner):
+        inner[data.draw(st.integers(0, n - 1))] = 0
+    if all(a is None for a in outer):
+        outer[data.draw(st.integers(0, n - 1))] = -1
+    bi, bo = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    args = []
+    for s, gen, ai, ao in zip(case.shapes, case.gens, inner, outer):
+        def one(s=s, gen=gen, ai=ai):
+            return gen(rng, s) if ai is None else np.moveaxis(np.stack([gen(rng, s) for _ in range(bi)]),
+                                                             0, ai)
+        args.append(one() if ao is None else np.moveaxis(np.stack([one() for _ in range(bo)]), 0, ao))
+    note(f"shapes={[np.shape(a) for a in args]} inner={inner} outer={outer}")
+    got = fg.vmap(fg.vmap(case.f, in_axes=tuple(inner)), in_axes=tuple(outer))(*args)
+    want = stacked(lambda *a: stacked(case.f, a, inner), tuple(args), outer)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("name", sorted(registry))
+@settings(max_examples=FEWER)
 @given(data=st.data())
 def test_primitive_batching_graph_does_not_grow_with_batch(name: str, data: st.DataObject) -> None:
     """The batch axis is moved, never looped over: same equation count for batch 2 and 7."""
@@ -500,6 +530,50 @@ def test_primitive_batching_graph_does_not_grow_with_batch(name: str, data: st.D
     f = fg.vmap(case.f, in_axes=tuple(axes))
     counts = {n: eqn_count(f, *batched_args(case, axes, n, rng)) for n in (2, 7)}
     assert counts[2] == counts[7], counts
+
+
+INDEX_PATTERNS = {  # name -> (index from index arrays i, j; the arrays it uses)
+    "slice_before_array": (lambda i, j: (slice(None), i), "i"),
+    "non_adjacent_arrays": (lambda i, j: (i, slice(None), j), "ij"),
+    "int_and_array_non_adjacent": (lambda i, j: (1, slice(None), j), "j"),
+    "adjacent_after_slice": (lambda i, j: (slice(1, None), i, j), "ij"),
+    "newaxis_and_slices": (lambda i, j: (None, i, slice(None, None, -1), j), "ij"),
+    "ellipsis_last_axis": (lambda i, j: (Ellipsis, j), "j"),
+    "array_first": (lambda i, j: (i,), "i"),
+}
+
+
+@pytest.mark.parametrize("pattern", sorted(INDEX_PATTERNS))
+@pytest.mark.parametrize("mode", ["get", "set", "add", "multiply"])
+def test_indexing_patterns_every_batching_combination(pattern: str, mode: str) -> None:
+    """Advanced indices (adjacent or not, after slices) with x, indices and values batched or not."""
+    build, used = INDEX_PATTERNS[pattern]
+    n_arr = len(used)
+    xs = randn(3, 4, 5, 6)                                # 3 examples of shape (4, 5, 6)
+    ii = np.array([[0, 3, 1], [2, 2, 0], [-1, 1, 3]])     # i: valid for axes of size >= 4
+    jj = np.array([[5, 0, 2], [1, -2, 4], [3, 3, 0]])     # j: valid for the axis of size 6
+    if mode == "set":   # distinct positions per example
+        ii = np.array([[0, 3, 1], [2, 1, 0], [-1, 1, 2]])
+        jj = np.array([[5, 0, 2], [1, 4, 3], [3, 2, 0]])
+    arrays = [{"i": ii, "j": jj}[c] for c in used]
+    region = xs[0][build(ii[0], jj[0])].shape
+    vs = randn(3, *region) + 1.0
+
+    def f(x, v, *idx):
+        i, j = idx if n_arr == 2 else (idx[0], idx[0])
+        ref = fnp.at(x)[build(i, j)]
+        return ref.get() if mode == "get" else getattr(ref, mode)(v)
+
+    for axes in [(0, None, 0, 0), (None, None, 0, 0), (0, None, None, None), (0, 0, None, 0),
+                 (None, 0, 0, None), (-1, 0, None, -1), (0, 0, 0, 0)]:
+        ax = axes[:2 + n_arr]
+        if all(a is None for a in ax):
+            continue
+        args = [np.moveaxis(xs, 0, ax[0]) if ax[0] is not None else xs[0],
+                vs if ax[1] is not None else vs[0]]
+        args += [a if d is not None else a[0] for a, d in zip(arrays, ax[2:])]
+        got = fg.vmap(f, in_axes=ax)(*args)
+        assert_same(got, stacked(f, tuple(args), list(ax)))
 
 
 # ----------------------------------------------------- in_axes / out_axes ---
@@ -860,6 +934,16 @@ def test_jacrev_graph_independent_of_output_size() -> None:
     """One vmap over the output basis: the graph is the same for 2 and 40 outputs."""
     counts = [eqn_count(fg.jacrev(lambda x, w=randn(3, m): fnp.sin(x @ w)), randn(3)) for m in (2, 40)]
     assert counts[0] == counts[1], counts
+
+
+def test_per_example_dense_layers_are_single_gemms() -> None:
+    """A batched vector times a shared matrix is one 2-d matmul, and per-example outer products
+    (the weight gradients) are not a loop of rank-1 matmuls: no matmul sees a batch axis."""
+    params = mlp_init([6, 5, 3])
+    graph = fg.make_jaxpr(fg.vmap(fg.grad(mlp_loss), in_axes=(None, 0, 0)))(
+        params, randn(8, 6), np.eye(3)[np.arange(8) % 3])
+    mm = [e for e in graph.eqns if e.primitive.name == "matmul"]
+    assert mm and all(len(v.aval.shape) <= 2 for e in mm for v in e.inputs), str(graph)
 
 
 # --------------------------------------------------------------- bad input ---
