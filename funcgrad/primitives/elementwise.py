@@ -16,11 +16,6 @@ import numpy as np
 from funcgrad.core import bind, binder, dtype_of
 from funcgrad.primitives._base import elementwise
 
-
-def _cast_like(mask: Any, like: Any) -> Any:
-    return convert(mask, dtype_of(like))
-
-
 # ---- arithmetic --------------------------------------------------------------
 add_p = elementwise("add", np.add, linear=(1, 1), codegen="{0} + {1}")
 sub_p = elementwise("sub", np.subtract, linear=(1, -1), codegen="{0} - {1}")
@@ -55,24 +50,20 @@ def _pow_exponent(t, out, x, y):
 pow_p = elementwise("pow", np.power, (_pow_base, _pow_exponent), codegen="{0} ** {1}")
 
 
-def _max_term(first: bool):
+def _extremum_term(first: bool, wins):
+    """d max(x, y): t where this operand wins, t/2 at ties (as JAX), 0 elsewhere."""
     def term(t, out, x, y):
         a, b = (x, y) if first else (y, x)
-        w = add(_cast_like(gt(a, b), out), mul(0.5, _cast_like(eq(a, b), out)))
-        return mul(t, w)
+        return select(wins(a, b), t, select(eq(a, b), mul(t, 0.5), 0))
     return term
 
 
-def _min_term(first: bool):
-    def term(t, out, x, y):
-        a, b = (x, y) if first else (y, x)
-        w = add(_cast_like(lt(a, b), out), mul(0.5, _cast_like(eq(a, b), out)))
-        return mul(t, w)
-    return term
-
-
-max_p = elementwise("max", np.maximum, (_max_term(True), _max_term(False)), codegen="np.maximum({0}, {1})")
-min_p = elementwise("min", np.minimum, (_min_term(True), _min_term(False)), codegen="np.minimum({0}, {1})")
+max_p = elementwise("max", np.maximum, (_extremum_term(True, lambda a, b: gt(a, b)),
+                                         _extremum_term(False, lambda a, b: gt(a, b))),
+                    codegen="np.maximum({0}, {1})")
+min_p = elementwise("min", np.minimum, (_extremum_term(True, lambda a, b: lt(a, b)),
+                                         _extremum_term(False, lambda a, b: lt(a, b))),
+                    codegen="np.minimum({0}, {1})")
 
 # ---- transcendental ---------------------------------------------------------
 exp_p = elementwise("exp", np.exp, (lambda t, out, x: mul(t, out),), codegen="np.exp({0})")

@@ -48,8 +48,25 @@ def _matmul_aval(a: ShapedArray, b: ShapedArray) -> ShapedArray:
     return ShapedArray(shape, dt, weak)
 
 
-matmul_p = register(Primitive("matmul", np.matmul, _matmul_aval))
-matmul_p.codegen = "{0} @ {1}"
+def _matmul_impl(a: Any, b: Any) -> Any:
+    """``np.matmul``, with two shapes NumPy handles slowly sent to faster equivalents.
+
+    A contraction of size 1 is an outer product: a broadcast multiply instead of
+    a loop of rank-1 GEMMs; a stack of matrices times one matrix is one GEMM on
+    the stacked rows instead of a loop.
+    """
+    try:
+        na, nb = a.ndim, b.ndim
+    except AttributeError:
+        return np.matmul(a, b)
+    if na >= 2 and nb >= 2 and a.shape[-1] == 1 and b.shape[-2] == 1:
+        return np.multiply(a, b)
+    if na > 2 and nb == 2 and a.flags.c_contiguous:
+        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
+    return np.matmul(a, b)
+
+
+matmul_p = register(Primitive("matmul", _matmul_impl, _matmul_aval))
 
 
 def matmul(a: Any, b: Any) -> Any:
@@ -76,7 +93,23 @@ def _matmul_jvp(primals, tangents):
 
 def _matmul_vjp(ct, out, primals, needed):
     a, b = primals
-    a_vec, b_vec = ndim_of(a) == 1, ndim_of(b) == 1
+    na, nb = ndim_of(a), ndim_of(b)
+    res: list = [None, None]
+    if na <= 2 and nb <= 2 and (na == 1 or nb == 1):     # vector cases, without reshapes
+        if na == 1 and nb == 1:                           # inner product
+            return [ew.mul(ct, b) if 0 in needed else None, ew.mul(ct, a) if 1 in needed else None]
+        if nb == 1:                                       # (m, k) @ (k,) -> (m,)
+            if 0 in needed:
+                res[0] = ew.mul(sh.reshape(ct, (shape_of(ct)[0], 1)), b)
+            if 1 in needed:
+                res[1] = matmul(ct, a)
+        else:                                             # (k,) @ (k, n) -> (n,)
+            if 0 in needed:
+                res[0] = matmul(b, ct)
+            if 1 in needed:
+                res[1] = ew.mul(sh.reshape(a, (shape_of(a)[0], 1)), ct)
+        return [r if r is None else unbroadcast(r, p) for r, p in zip(res, primals)]
+    a_vec, b_vec = na == 1, nb == 1
     a2 = sh.reshape(a, (1,) + shape_of(a)) if a_vec else a
     b2 = sh.reshape(b, shape_of(b) + (1,)) if b_vec else b
     cshape = shape_of(ct)
@@ -85,7 +118,6 @@ def _matmul_vjp(ct, out, primals, needed):
     if b_vec:
         cshape = cshape + (1,)
     ct2 = sh.reshape(ct, cshape)
-    res: list = [None, None]
     if 0 in needed:
         ga = matmul(ct2, _swap(b2))
         res[0] = unbroadcast(sh.reshape(ga, shape_of(ga)[:-2] + shape_of(a)[-1:]) if a_vec else ga, a)
