@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import ShapedArray, get_aval
+from funcgrad.core import ShapedArray, bind, get_aval
 from funcgrad.ir import Eqn, Jaxpr, Literal, Var
 from funcgrad.primitives._base import registry
 
@@ -38,6 +38,10 @@ _NARY = frozenset({"add", "sub", "mul", "div", "pow", "max", "min", "eq", "ne", 
                    "gt", "ge", "and", "or", "select"})
 # a op b == b op a exactly, bit for bit (max/min are left out: signed zeros)
 _COMMUTATIVE = frozenset({"add", "mul", "eq", "ne", "and", "or"})
+# operations :func:`_identity` knows something about
+_IDENTITIES = frozenset({"add", "sub", "mul", "div", "pow", "max", "min", "and", "or", "select", "neg",
+                         "not", "convert", "reshape", "transpose", "broadcast_to", "reduce_sum",
+                         "reduce_max", "reduce_min", "reduce_prod", "gather"})
 _UNIFORM_CHECK_LIMIT = 1 << 20   # constants larger than this are not scanned for uniformity
 
 
@@ -77,17 +81,21 @@ def _atom_key(a: Any) -> Any:
     return ("var", id(a))
 
 
-def _substitute(jaxpr: Jaxpr, eqns: list[Eqn], subst: dict[int, Any]) -> Jaxpr:
-    new_eqns = []
-    for e in eqns:
-        ins = [_resolve(a, subst) for a in e.inputs]
-        new_eqns.append(e if all(x is y for x, y in zip(ins, e.inputs))
-                        else Eqn(e.primitive, ins, e.outputs, e.params))
-    return jaxpr.replace(eqns=new_eqns, outvars=[_resolve(a, subst) for a in jaxpr.outvars])
+def _finish(jaxpr: Jaxpr, eqns: list[Eqn], subst: dict[int, Any], **changes: Any) -> Jaxpr:
+    """The graph with ``eqns`` (inputs already resolved) and its outputs resolved through ``subst``."""
+    return jaxpr.replace(eqns=eqns, outvars=[_resolve(a, subst) for a in jaxpr.outvars], **changes)
+
+
+def _with_inputs(e: Eqn, ins: list) -> Eqn:
+    return e if all(x is y for x, y in zip(ins, e.inputs)) else Eqn(e.primitive, ins, e.outputs, e.params)
 
 
 def cse(jaxpr: Jaxpr) -> Jaxpr:
     """Merge equations with the same primitive, params and inputs (and equal small constants)."""
+    return dce(_cse(jaxpr))
+
+
+def _cse(jaxpr: Jaxpr) -> Jaxpr:
     seen: dict[Any, Var] = {}
     subst: dict[int, Any] = {}
     kept: list[Eqn] = []
@@ -102,22 +110,24 @@ def cse(jaxpr: Jaxpr) -> Jaxpr:
                 const_seen[key] = v
     for e in jaxpr.eqns:
         ins = [_resolve(a, subst) for a in e.inputs]
+        name = e.primitive.name
         try:
-            in_keys = tuple(_atom_key(a) for a in ins)
-            if e.primitive.name in _COMMUTATIVE:
-                in_keys = tuple(sorted(in_keys, key=repr))
-            key = (e.primitive.name, in_keys,
-                   tuple(sorted((k, _param_key(v)) for k, v in e.params.items())))
-            hash(key)
-        except TypeError:
-            key = None
-        if key is not None and key in seen:
-            subst[id(e.outputs[0])] = seen[key]
+            in_keys = tuple(a if type(a) is Var else _atom_key(a) for a in ins)
+            if name in _COMMUTATIVE:
+                in_keys = tuple(sorted(in_keys, key=hash))   # equal keys, equal hashes
+            params = e.params
+            key = (name, in_keys, tuple(sorted((k, _param_key(v)) for k, v in params.items()))
+                   if params else ())
+            hit = seen.get(key)
+        except TypeError:   # unhashable params: never merged
+            key = hit = None
+        if hit is not None:
+            subst[id(e.outputs[0])] = hit
             continue
         if key is not None:
             seen[key] = e.outputs[0]
-        kept.append(e)
-    return dce(_substitute(jaxpr, kept, subst))
+        kept.append(_with_inputs(e, ins))
+    return _finish(jaxpr, kept, subst)
 
 
 def _literal(val: Any) -> Literal | None:
@@ -143,16 +153,20 @@ def fold_constants(jaxpr: Jaxpr) -> Jaxpr:
     0-d results become literals, others new constants (read-only, so that no
     caller can change a cached graph through a result that shares its memory).
     """
+    return dce(_fold_constants(jaxpr))
+
+
+def _fold_constants(jaxpr: Jaxpr) -> Jaxpr:
     known: dict[int, Any] = {id(v): c for v, c in zip(jaxpr.constvars, jaxpr.consts)
                              if not hasattr(c, "_trace")}
     subst: dict[int, Any] = {}
     kept: list[Eqn] = []
     new_cv, new_c = list(jaxpr.constvars), list(jaxpr.consts)
     for e in jaxpr.eqns:
+        ins = [_resolve(a, subst) for a in e.inputs]
         vals = []
         ok = True
-        for a in e.inputs:
-            a = _resolve(a, subst)
+        for a in ins:
             if isinstance(a, Literal):
                 vals.append(a.val)
             elif id(a) in known:
@@ -164,9 +178,9 @@ def fold_constants(jaxpr: Jaxpr) -> Jaxpr:
         if ok and out.aval.size <= _FOLD_LIMIT and e.primitive.name != "scatter":
             try:
                 with np.errstate(all="ignore"):
-                    val = e.primitive.impl(*vals, **e.params)
+                    val = bind(e.primitive, *vals, **e.params)   # exactly what evaluation gives
             except Exception:   # noqa: BLE001 - leave it to run time, which reports it properly
-                kept.append(e)
+                kept.append(_with_inputs(e, ins))
                 continue
             lit = _literal(val)
             if lit is not None:
@@ -181,8 +195,8 @@ def fold_constants(jaxpr: Jaxpr) -> Jaxpr:
                 new_cv.append(cv)
                 new_c.append(val)
             continue
-        kept.append(e)
-    return dce(_substitute(jaxpr.replace(constvars=new_cv, consts=new_c), kept, subst))
+        kept.append(_with_inputs(e, ins))
+    return _finish(jaxpr, kept, subst, constvars=new_cv, consts=new_c)
 
 
 # ------------------------------------------------------------------ simplify ---
@@ -191,7 +205,7 @@ def _is_lit(a: Any, value: float) -> bool:
     if not isinstance(a, Literal):
         return False
     v = a.val
-    return np.ndim(v) == 0 and not isinstance(v, (bool, np.bool_)) and v == value
+    return getattr(v, "ndim", 0) == 0 and not isinstance(v, (bool, np.bool_)) and v == value
 
 
 def _same_aval(a: Any, out: Var) -> bool:
@@ -252,6 +266,9 @@ def _unbroadcast_operands(prim: Any, ins: list, params: dict, out: Var, producer
                     cand = _strong_literal(y.val, a.aval.dtype)
                 elif not y.aval.weak_type and y.aval.dtype == a.aval.dtype:
                     cand = y
+            elif p is not None and p.primitive.name == "pow" and _is_lit(p.inputs[1], 0) and \
+                    a.aval.dtype.kind in "iuf" and not a.aval.weak_type:
+                cand = _strong_literal(1, a.aval.dtype)    # x ** 0 is 1 everywhere, NaN included
         if cand is None:
             continue
         trial = new[:i] + [cand] + new[i + 1:]
@@ -347,6 +364,10 @@ def _rewrite(e: Eqn, ins: list, producer: dict) -> Eqn | None:
 
 def simplify(jaxpr: Jaxpr) -> Jaxpr:
     """Rewrite algebraic identities so that fewer equations compute the same values."""
+    return dce(_simplify(jaxpr))
+
+
+def _simplify(jaxpr: Jaxpr) -> Jaxpr:
     uniform: dict[int, Literal] = {}
     for v, c in zip(jaxpr.constvars, jaxpr.consts):
         lit = _uniform_literal(c)
@@ -361,7 +382,7 @@ def simplify(jaxpr: Jaxpr) -> Jaxpr:
         name = e.primitive.name
         if name in _NARY:
             ins = _unbroadcast_operands(e.primitive, ins, e.params, out, producer, uniform)
-        repl = _identity(name, ins, e.params, out, producer)
+        repl = _identity(name, ins, e.params, out, producer) if name in _IDENTITIES else None
         # the type check uses the inputs as they are now (folded literals carry their exact type)
         if repl is not None and _keeps_aval(e.primitive, ins, e.params, repl):
             subst[id(out)] = repl
@@ -370,17 +391,17 @@ def simplify(jaxpr: Jaxpr) -> Jaxpr:
         if new is not None and _keeps_aval(new.primitive, new.inputs, new.params, out):
             e = new
         else:
-            e = Eqn(e.primitive, ins, e.outputs, e.params)
+            e = _with_inputs(e, ins)
         producer[id(out)] = e
         kept.append(e)
-    return dce(_substitute(jaxpr, kept, subst))
+    return _finish(jaxpr, kept, subst)
 
 
 def optimize(jaxpr: Jaxpr, max_rounds: int = 4) -> Jaxpr:
     """Run all passes until the graph stops shrinking."""
     for _ in range(max_rounds):
         n = len(jaxpr.eqns)
-        jaxpr = dce(simplify(cse(fold_constants(jaxpr))))
+        jaxpr = dce(_simplify(_cse(_fold_constants(jaxpr))))
         if len(jaxpr.eqns) == n:
             break
     return jaxpr
