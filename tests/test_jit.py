@@ -105,6 +105,21 @@ def test_retraces_for_a_new_pytree_structure():
     assert fj.trace_count == 6
 
 
+SIGNATURES = [np.ones(3), np.ones(4), np.ones(3, np.float32), np.ones((3, 1)), 2.0, 2, np.float64(2.0),
+              (np.ones(3),), [np.ones(3)], {"a": np.ones(3)}, (np.ones(3), np.ones(3))]
+
+
+@given(calls=st.lists(st.tuples(st.integers(0, len(SIGNATURES) - 1), st.floats(-5, 5)), max_size=25))
+def test_trace_count_is_the_number_of_distinct_signatures(calls):
+    fj = fg.jit(lambda p: tree_map(lambda a: a * 2 + 1, p))
+    seen = set()
+    for k, v in calls:
+        arg = tree_map(lambda a: a * v if isinstance(a, np.ndarray) else type(a)(v), SIGNATURES[k])
+        assert_tree_equal(fj(arg), tree_map(lambda a: np.asarray(a * 2 + 1), arg))
+        seen.add(k)
+        assert fj.trace_count == len(seen) == fj.cache_size()
+
+
 def test_static_argnums_key_on_value():
     calls = collections.Counter()
 
@@ -544,6 +559,33 @@ def test_leaked_tracer_from_inner_jit_of_outer_jit():
     assert_tree_equal(outer(np.ones(2)), np.full(2, 4.0))
     with pytest.raises(fg.LeakedTracerError):
         store[0] * 3
+
+
+def test_errors_while_tracing_leave_no_trace_behind():
+    from funcgrad.core import current_traces
+    fj = fg.jit(lambda x: x if x > 0 else -x)
+    for _ in range(2):
+        with pytest.raises(fg.ConcretizationError):
+            fj(np.ones(2))
+    assert current_traces() == [] and fj.cache_size() == 0
+    assert_tree_equal(fg.jit(lambda x: x * 2)(np.ones(2)), np.full(2, 2.0))
+
+
+def test_leaked_tracer_passed_back_into_jit_raises():
+    leaked = []
+    fg.jit(lambda x: leaked.append(x) or x)(np.ones(2))
+    with pytest.raises(fg.LeakedTracerError):
+        fg.jit(lambda x: x * 2)(leaked[0])
+
+
+def test_closed_over_tracer_of_an_outer_transformation():
+    """A jit created inside grad/vmap closes over the outer tracer: still the right derivative."""
+    def f(s):
+        g = fg.jit(lambda y: fnp.sin(y * s))
+        return fnp.sum(g(np.arange(3.0)))
+    np.testing.assert_allclose(fg.grad(f)(2.0), np.sum(np.arange(3.0) * np.cos(np.arange(3.0) * 2.0)))
+    out = fg.vmap(lambda s: fg.jit(lambda y: y * s)(np.ones(2)))(np.arange(3.0))
+    assert_tree_equal(out, np.arange(3.0)[:, None] * np.ones(2))
 
 
 def test_returning_a_non_array_is_a_type_error():

@@ -533,10 +533,11 @@ def test_fold_constants_keeps_a_float32_graph_float32():
     lambda b, x: b("select", b("gt", x, 0.0), x, x),
     lambda b, x: b("reduce_max", x, axes=(), keepdims=False),
     lambda b, x: b("gather", x, index=(("s", None, None, None),)),
+    lambda b, x: b("mul", x, b("pow", b("cos", x), 0.0)),
 ], ids=["x*1", "1.0*x", "x*np1", "x+0", "0.0+x", "x-0", "x/1", "x**1", "--x", "reshape-same",
         "reshape-reshape", "reshape-reshape2", "transpose-transpose", "broadcast-same",
         "convert-same", "convert-roundtrip", "x*ones", "x*ones-row", "x+broadcast0", "max(x,x)",
-        "select(c,x,x)", "reduce-no-axes", "x[:]"])
+        "select(c,x,x)", "reduce-no-axes", "x[:]", "x*y**0"])
 def test_simplify_removes_identities(make):
     b = Builder()
     dt = "float32"
