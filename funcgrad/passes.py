@@ -15,7 +15,11 @@ computes: the same values, shapes and dtypes (NaN and infinity included: no
 ``x*0 -> 0``, no ``x-x -> 0``).  The one liberty, as in XLA, is the sign of a
 zero: ``x + 0 -> x`` turns ``-0.0 + 0`` into ``-0.0`` instead of ``0.0``.
 Graphs stay differentiable after optimisation (``stop_gradient`` is kept), so
-``eval_jaxpr`` of an optimised graph may still be transformed.
+``eval_jaxpr`` of an optimised graph may still be transformed.  Constants are
+only looked at by value (folded, merged when equal, replaced by the one value
+they hold) when nobody can change them in place: read-only arrays (such as the
+constants folding makes) and broadcast views; a writable array the function
+closed over stays that array.
 
 No pass ever adds equations, and all walks are loops over the equation list,
 never recursive, so graphs of any length are fine.
@@ -102,7 +106,7 @@ def _cse(jaxpr: Jaxpr) -> Jaxpr:
     # identical constants (same array object) are already one var; identical values too:
     const_seen: dict[Any, Var] = {}
     for v, c in zip(jaxpr.constvars, jaxpr.consts):
-        if isinstance(c, np.ndarray) and c.size <= 64:
+        if _immutable(c) and c.size <= 64:
             key = (c.dtype.str, c.shape, c.tobytes())
             if key in const_seen:
                 subst[id(v)] = const_seen[key]
@@ -148,17 +152,19 @@ _FOLD_LIMIT = 1 << 16   # don't materialise large folded arrays as constants
 
 
 def fold_constants(jaxpr: Jaxpr) -> Jaxpr:
-    """Evaluate equations whose inputs are all literals or constants.
+    """Evaluate equations whose inputs are all literals or immutable constants.
 
     0-d results become literals, others new constants (read-only, so that no
     caller can change a cached graph through a result that shares its memory).
+    A writable array the function closed over is not folded: the graph keeps
+    reading it when it runs.
     """
     return dce(_fold_constants(jaxpr))
 
 
 def _fold_constants(jaxpr: Jaxpr) -> Jaxpr:
     known: dict[int, Any] = {id(v): c for v, c in zip(jaxpr.constvars, jaxpr.consts)
-                             if not hasattr(c, "_trace")}
+                             if _immutable(c)}
     subst: dict[int, Any] = {}
     kept: list[Eqn] = []
     new_cv, new_c = list(jaxpr.constvars), list(jaxpr.consts)
@@ -224,14 +230,26 @@ def _strong_literal(val: Any, dtype: np.dtype) -> Literal:
     return Literal(np.asarray(val, dtype)[()], ShapedArray((), dtype))
 
 
+def _immutable(c: Any) -> bool:
+    """A constant nobody changes in place: read-only, or a broadcast view (zero strides).
+
+    Only such constants are looked at by value (merged when equal, folded,
+    replaced by the scalar they hold).  An ordinary writable array the function
+    closed over stays the object it is, so the graph keeps using whatever it
+    holds when it runs.
+    """
+    return isinstance(c, np.ndarray) and (not c.flags.writeable or (0 in c.strides and c.size > 1))
+
+
 def _uniform_literal(c: Any) -> Literal | None:
-    """For a constant array whose elements are all the same value, that value as a literal."""
-    if not isinstance(c, np.ndarray) or c.size == 0 or c.size > _UNIFORM_CHECK_LIMIT \
-            or c.dtype.kind not in "biuf":
+    """For an immutable constant whose elements are all one value, that value as a literal."""
+    if not _immutable(c) or c.size == 0 or c.dtype.kind not in "biuf":
         return None
     first = c.flat[0]
-    if not (c.flat[-1] == first) or not (c == first).all():   # NaN is never uniform
-        return None
+    if all(s == 0 or n == 1 for s, n in zip(c.strides, c.shape)):
+        return _strong_literal(first, c.dtype)     # a broadcast scalar: no need to look
+    if c.size > _UNIFORM_CHECK_LIMIT or not (c.flat[-1] == first) or not (c == first).all():
+        return None    # (NaN is never equal to itself: not uniform)
     if c.dtype.kind == "f" and not (np.signbit(c) == np.signbit(first)).all():
         return None   # 0.0 and -0.0 mixed
     return _strong_literal(first, c.dtype)
