@@ -33,6 +33,16 @@ def stacked(f: Callable, args: tuple, in_axes: list, out_axes: Any = 0, size: in
     if size is None:
         size = next(np.shape(leaf)[ax] for a, ax in zip(args, in_axes) if ax is not None
                     for leaf in tree_leaves(a))
+    if size == 0:   # one example of zeros gives the result shapes; then an empty batch axis
+        def one_zero(v, ax):
+            s = list(np.shape(v))
+            s[ax] = 1
+            return np.zeros(s, np.asarray(v).dtype)
+        one = [a if ax is None else tree_map(lambda v, ax=ax: one_zero(v, ax), a)
+               for a, ax in zip(args, in_axes)]
+        with np.errstate(all="ignore"):
+            full = stacked(f, tuple(one), in_axes, out_axes, 1)
+        return tree_map(lambda v: v if out_axes is None else np.take(v, [], axis=out_axes), full)
     outs = []
     for i in range(size):
         ex = [a if ax is None else tree_map(lambda v, ax=ax: np.take(v, i, axis=ax), a)
@@ -463,7 +473,8 @@ def batched_args(case: Case, axes: list, size: int, rng: np.random.Generator) ->
         if ax is None:
             args.append(gen(rng, s))
         else:
-            args.append(np.moveaxis(np.stack([gen(rng, s) for _ in range(size)]), 0, ax))
+            exs = [gen(rng, s) for _ in range(max(size, 1))][:size] or [gen(rng, s)[None][:0]]
+            args.append(np.moveaxis(np.stack(exs) if size else exs[0], 0, ax))
     return args
 
 
@@ -473,14 +484,15 @@ def test_primitive_batching_matches_stacked_loop(name: str, data: st.DataObject)
     """vmap(f)(xs) == np.stack([f(x) for x in xs]) with drawn shapes and in/out axes."""
     assert name in CASES, f"no vmap test case for primitive {name!r}"
     case = data.draw(CASES[name](), label="case")
-    size = data.draw(st.integers(1, 4), label="batch size")
+    size = data.draw(st.integers(0, 4), label="batch size")
     axes = [data.draw(st.sampled_from([None, 0, -1] + ([1, -2] if len(s) else [])), label="in_axis")
             for s in case.shapes]
     if all(a is None for a in axes):
         axes[data.draw(st.integers(0, len(axes) - 1))] = 0
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     args = batched_args(case, axes, size, rng)
-    example = [a if ax is None else np.take(a, 0, axis=ax) for a, ax in zip(args, axes)]
+    example = [a if ax is None else gen(rng, s) for a, ax, gen, s in zip(args, axes, case.gens,
+                                                                       case.shapes)]
     if case.prim is not None and case.prim == name:
         assert name in primitives_in(case.f, *example), f"case does not use primitive {name}"
     out_rank = np.ndim(case.f(*example)) + 1

@@ -212,9 +212,13 @@ def _declare_arg(name: str, fn: Callable) -> Primitive:
 
     def batch(args, bdims, *, axis, keepdims):
         x = move_to_front(args[0], bdims[0], 0)
+        b, rest = shape_of(x)[0], shape_of(x)[1:]
+        if b == 0:   # an empty batch: nothing to search, but each example's result has a shape
+            out = _arg_aval(name)(ShapedArray(rest, np.float64), axis=axis, keepdims=keepdims)
+            return np.zeros((0,) + out.shape, np.intp), 0
         if axis is None:
             n = ndim_of(x) - 1
-            flat = sh.reshape(x, (shape_of(x)[0], -1))
+            flat = sh.reshape(x, (b, int(np.prod(rest, dtype=np.int64))))
             out = bind(prim, flat, axis=1, keepdims=False)
             if keepdims:
                 out = sh.reshape(out, (shape_of(x)[0],) + (1,) * n)
