@@ -32,6 +32,11 @@ from funcgrad.tree_util import tree_flatten, tree_unflatten
 __all__ = ["jit", "compile_jaxpr"]
 
 
+def _py(v: Any) -> Any:
+    """A 0-d NumPy value as a Python number (results of Python-scalar-only equations)."""
+    return v.item() if isinstance(v, (np.ndarray, np.generic)) else v
+
+
 def _src_literal(lit: Literal, ns: dict, like: list) -> str:
     """A name for a literal, bound to a 0-d array of the dtype it takes in its equation.
 
@@ -103,7 +108,7 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
     (``np.multiply(a, b, out=a)``) when they are dead after the equation, and
     deleted after their last use, so memory is reused instead of reallocated.
     """
-    ns: dict[str, Any] = {"np": np, "dtype": np.dtype, "_broadcast": _broadcast_impl}
+    ns: dict[str, Any] = {"np": np, "dtype": np.dtype, "_broadcast": _broadcast_impl, "_py": _py}
     names: dict[int, str] = {}
 
     def src(a: Any, like: list | None = None) -> str:
@@ -141,13 +146,16 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             expr = f"{args[0]}[{_index_src(e.params['index'], args[1:])}]"
         elif isinstance(prim.codegen, str) and all(
                 isinstance(v, (bool, int, float, str, tuple, np.dtype, type(None)))
-                for v in e.params.values()) and not any(
-                a.aval.weak_type for a in e.inputs):     # Python scalars lack ndarray methods
+                for v in e.params.values()) and not (
+                prim.codegen.startswith("{0}.") and not isinstance(e.inputs[0], Literal)
+                and e.inputs[0].aval.weak_type):     # a Python scalar input has no ndarray methods
             expr = prim.codegen.format(*args, args=", ".join(args), **e.params)
         else:
             fn = f"_f{k}"
             ns[fn] = functools.partial(prim.impl, **e.params) if e.params else prim.impl
             expr = f"{fn}({', '.join(args)})"
+        if ov.aval.weak_type and not ov.aval.shape:
+            expr = f"_py({expr})"      # Python scalars in, Python scalar out (weak type)
         lines.append(f"    {out} = {expr}")
         names[id(ov)] = out
         if prim.name not in _VIEW_PRIMS:
@@ -160,8 +168,11 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             lines.append(f"    del {', '.join(dead)}")
     # an output that is an input or a (cached) constant is copied: callers get fresh arrays,
     # so mutating a result can never change a later call's answer
+    # 0-d results (NumPy scalars, Python numbers, literals) are returned as 0-d arrays
     direct = {id(v) for v in jaxpr.invars} | {id(v) for v in jaxpr.constvars}
-    outs = ", ".join(f"np.array({src(a)})" if id(a) in direct else src(a) for a in jaxpr.outvars)
+    outs = ", ".join(f"np.array({src(a)})" if id(a) in direct else
+                     f"np.asarray({src(a)})" if isinstance(a, Literal) or not a.aval.shape else src(a)
+                     for a in jaxpr.outvars)
     lines.append(f"    return [{outs}]")
     code = "\n".join(lines)
     exec(compile(code, "<funcgrad.jit>", "exec"), ns)  # noqa: S102 - our own generated source
@@ -178,12 +189,117 @@ def _leaf_key(x: Any) -> tuple:
 
 
 class _Entry:
-    __slots__ = ("jaxpr", "fn", "out_tree")
+    __slots__ = ("jaxpr", "fn", "out_tree", "unflatten")
 
     def __init__(self, jaxpr: Jaxpr, fn: Callable, out_tree: Any):
         self.jaxpr = jaxpr
         self.fn = fn
         self.out_tree = out_tree
+        self.unflatten = _unflattener(out_tree)
+
+
+def _unflattener(treedef: Any) -> Callable[[list], Any]:
+    """A function rebuilding ``treedef`` from its leaves, compiled for plain containers."""
+    parts: list[str] = []
+    counter = iter(range(treedef.num_leaves))
+    stack: list = [(treedef, False)]
+    built: list[str] = []
+    while stack:                 # iterative post-order, as tree_unflatten
+        d, done = stack.pop()
+        if d.node_type == "leaf":
+            built.append(f"o[{next(counter)}]")
+            continue
+        if d.node_type not in (tuple, list, dict, None):
+            return lambda out: tree_unflatten(treedef, out)
+        if not done:
+            stack.append((d, True))
+            stack.extend((c, False) for c in reversed(d.children))
+            continue
+        n = len(d.children)
+        kids = built[len(built) - n:] if n else []
+        del built[len(built) - n:]
+        if d.node_type is None:
+            built.append("None")
+        elif d.node_type is tuple:
+            built.append("(" + "".join(k + ", " for k in kids) + ")")
+        elif d.node_type is list:
+            built.append("[" + ", ".join(kids) + "]")
+        else:
+            built.append("{" + ", ".join(f"{k!r}: {v}" for k, v in zip(d.aux, kids)) + "}")
+    parts.append(built[0])
+    if len(parts[0]) > 20000:
+        return lambda out: tree_unflatten(treedef, out)
+    return eval(compile(f"lambda o: {parts[0]}", "<funcgrad.jit unflatten>", "eval"))  # noqa: S307
+
+
+_INLINE = object()
+_SCALAR_KEY = {bool: "b", int: "i", float: "f", complex: "c"}
+
+
+def _signature(args: tuple, static: tuple) -> Any:
+    """(flat leaves, hashable key) for plain pytrees of arrays in one pass; ``_INLINE`` if a
+    tracer is among them; ``None`` where the general path is needed.
+
+    The key holds the container types and sizes, dict keys, each array's shape
+    and dtype (a Python scalar's type only: its value is not part of the
+    signature), and the static arguments' values.
+    """
+    flat: list = []
+    key: list = []
+    n = len(args)
+    if static:
+        st = {s % n for s in static if -n <= s < n}
+        if len(st) != len(static):
+            return None
+        for k in sorted(st):
+            v = args[k]
+            try:
+                hash(v)
+            except TypeError:
+                return None           # the general path raises the teaching error
+            key.append(("static", k, type(v), v))
+        stack = [a for i, a in enumerate(args) if i not in st][::-1]
+        key.append(n)
+    else:
+        stack = list(args[::-1])
+        key.append(n)
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t is np.ndarray:
+            if x.dtype.kind not in "biufc":
+                return None
+            flat.append(x)
+            key.append(x.shape)
+            key.append(x.dtype)
+        elif t is tuple or t is list:
+            key.append(t)
+            key.append(len(x))
+            stack.extend(x[::-1])
+        elif t is dict:
+            try:
+                ks = sorted(x)
+            except TypeError:
+                return None
+            key.append(tuple(ks))
+            stack.extend(x[k] for k in reversed(ks))
+        elif t in _SCALAR_KEY:
+            flat.append(x)
+            key.append(_SCALAR_KEY[t])
+        elif x is None:
+            key.append(None)
+        elif isinstance(x, Tracer):
+            return _INLINE
+        elif isinstance(x, np.generic) and x.dtype.kind in "biufc":
+            flat.append(x)
+            key.append(())
+            key.append(x.dtype)
+        else:
+            return None
+    try:
+        return flat, tuple(key)
+    except TypeError:
+        return None
 
 
 def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
@@ -233,16 +349,26 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
             cache[key] = entry
         return entry
 
+    fast: dict[Any, _Entry] = {}     # the same entries, keyed by _signature (no PyTreeDef)
+
     @functools.wraps(fun)
     def wrapped(*args: Any) -> Any:
-        flat, in_tree, merge, static_vals = _prepare(args)
-        for x in flat:
-            if isinstance(x, Tracer):
-                return fun(*args)   # inside another transformation: inline
-        entry = _entry(flat, in_tree, merge, static_vals)
-        out = entry.fn(*flat)
-        return tree_unflatten(entry.out_tree, [
-            np.asarray(o) if isinstance(o, (bool, int, float, complex)) else o for o in out])
+        sig = _signature(args, static)
+        if sig is _INLINE:
+            return fun(*args)       # inside another transformation: inline
+        if sig is not None:
+            flat, key = sig
+            entry = fast.get(key)
+            if entry is None:
+                flat, in_tree, merge, static_vals = _prepare(args)
+                entry = fast[key] = _entry(flat, in_tree, merge, static_vals)
+        else:                       # namedtuples, registered classes, odd leaves: the general path
+            flat, in_tree, merge, static_vals = _prepare(args)
+            for x in flat:
+                if isinstance(x, Tracer):
+                    return fun(*args)
+            entry = _entry(flat, in_tree, merge, static_vals)
+        return entry.unflatten(entry.fn(*flat))
 
     def lower(*args: Any) -> Jaxpr:
         flat, in_tree, merge, static_vals = _prepare(args)
@@ -250,7 +376,7 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
 
     wrapped.trace_count = 0  # type: ignore[attr-defined]
     wrapped.cache_size = lambda: len(cache)  # type: ignore[attr-defined]
-    wrapped.clear_cache = cache.clear  # type: ignore[attr-defined]
+    wrapped.clear_cache = lambda: (cache.clear(), fast.clear())  # type: ignore[attr-defined]
     wrapped.lower = lower  # type: ignore[attr-defined]
     return wrapped
 

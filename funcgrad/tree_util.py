@@ -171,6 +171,8 @@ def _describe(d: PyTreeDef) -> str:
 
 def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tuple[list, PyTreeDef]:
     """Leaves (left to right, dict keys sorted) and the tree's structure."""
+    if is_leaf is None and _node(tree) is None:
+        return [tree], LEAF      # the common case of a single array
     leaves: list = []
     # iterative post-order build: stack of (node, state)
     stack: list = [(tree, None)]
