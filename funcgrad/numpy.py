@@ -151,10 +151,19 @@ def astype(x, dtype):
 
 
 # ------------------------------------------------------------ reductions ---
+_ALL_AXES = [tuple(range(n)) for n in range(33)]
+
+
 def _axes(x, axis, where: str) -> tuple:
-    nd = len(_shape_of(x))
+    """``axis`` (None, int or tuple, negative allowed) as sorted non-negative axes, checked."""
+    try:
+        nd = x.ndim
+    except AttributeError:
+        nd = len(_shape_of(x))
     if axis is None:
-        return tuple(range(nd))
+        return _ALL_AXES[nd] if nd < 33 else tuple(range(nd))
+    if type(axis) is int and -nd <= axis < nd:
+        return (axis % nd,)
     axs = (axis,) if isinstance(axis, (int, _np.integer)) else tuple(axis)
     out = []
     for a in axs:
