@@ -20,7 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Primitive, Trace, Tracer, _op_error, bind, dtype_of, get_aval, is_float, new_trace
+from funcgrad.core import (
+    Primitive,
+    Trace,
+    Tracer,
+    _op_error,
+    bind,
+    check_output,
+    dtype_of,
+    get_aval,
+    is_float,
+    new_trace,
+)
 from funcgrad.primitives import elementwise as ew
 from funcgrad.primitives._base import shape_of
 from funcgrad.tree_util import tree_flatten, tree_map, tree_unflatten
@@ -38,6 +49,8 @@ def zeros_like_value(x: Any) -> Any:
 
 def _as_output(x: Any) -> Any:
     """Outputs of transformations are NumPy values, never Python scalars or broadcast views."""
+    if isinstance(x, Tracer):
+        check_output(x)    # a tracer of a finished transformation (or another thread) escaping
     if isinstance(x, (bool, int, float, complex)):
         return np.asarray(x)
     if type(x) is np.ndarray and x.base is not None and 0 in x.strides and x.size > 1:

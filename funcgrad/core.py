@@ -77,11 +77,6 @@ class ShapedArray:
         return (isinstance(other, ShapedArray) and self.shape == other.shape
                 and self.dtype == other.dtype)
 
-    def __setitem__(self, idx: Any, value: Any) -> None:
-        raise TypeError(
-            f"traced arrays are immutable ({self._trace.name}): `x[idx] = v` cannot be traced. "
-            "Use the functional update `x = x.at[idx].set(v)` (or .add / .multiply) instead.")
-
     def __hash__(self) -> int:
         return hash((self.shape, self.dtype))
 
@@ -296,6 +291,23 @@ def _leak_error(trace: Trace) -> LeakedTracerError:
         "they compute; pass values in as arguments and return them as outputs instead.")
 
 
+def check_thread(trace: Trace) -> None:
+    """Raise if ``trace`` runs in another thread: tracers cannot be shared between threads."""
+    if trace.thread != threading.get_ident():
+        raise LeakedTracerError(
+            f"a tracer of a {trace.name} transformation running in another thread was used in "
+            "this thread (leaked tracer). The trace state is per thread: run each transformation "
+            "entirely inside one thread and pass concrete arrays (its results) between threads.")
+
+
+def check_output(x: Any) -> None:
+    """Raise if ``x`` is a tracer of a finished transformation or of another thread."""
+    if isinstance(x, Tracer):
+        if not x._trace.alive:
+            raise _leak_error(x._trace)
+        check_thread(x._trace)
+
+
 # ------------------------------------------------------- traces and tracers ---
 
 class _TraceState(threading.local):
@@ -314,6 +326,7 @@ class Trace:
     def __init__(self, level: int):
         self.level = level
         self.alive = True
+        self.thread = threading.get_ident()   # tracers belong to the thread running the trace
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
         raise NotImplementedError
@@ -428,6 +441,37 @@ class Tracer:
                 "supported on traced arrays; use the funcgrad.numpy function of the same name.")
         return fn(*inputs)
 
+    def __array_function__(self, func: Any, types: Any, args: tuple, kwargs: dict) -> Any:
+        fnp = _facade()
+        name = getattr(func, "__name__", str(func))
+        if func in (np.shape, np.ndim, np.size) and len(args) == 1 and not kwargs:
+            return getattr(fnp, name)(*args)         # metadata only: no value needed
+        if not self._trace.alive:
+            raise _leak_error(self._trace)
+        module = getattr(func, "__module__", "numpy") or "numpy"
+        module = "numpy" if module.startswith("numpy._core") or module.startswith("numpy.core") \
+            else module
+        raise TypeError(
+            f"{module}.{name} cannot be applied to a traced array ({self.aval.str_short()}, under "
+            f"{self._trace.name}): only NumPy ufuncs dispatch to funcgrad. "
+            + _facade_hint(name, f"{module}.{name}"))
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: NumPy-only attributes and methods
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(
+            f"traced arrays ({type(self).__name__} under {self._trace.name}) have no attribute "
+            f"{name!r}: they support the NumPy attributes and methods listed in funcgrad's docs "
+            "(shape, dtype, ndim, size, T, at, sum, mean, max, min, prod, var, std, argmax, "
+            "argmin, reshape, transpose, ravel, flatten, squeeze, astype, clip, dot, item). "
+            + _facade_hint(name, f"x.{name}"))
+
+    def __setitem__(self, idx: Any, value: Any) -> None:
+        raise TypeError(
+            f"traced arrays are immutable ({self._trace.name}): `x[idx] = v` cannot be traced. "
+            "Use the functional update `x = x.at[idx].set(v)` (or .add / .multiply) instead.")
+
     def __hash__(self) -> int:
         raise TypeError("traced arrays are not hashable (they have no concrete value); "
                         "pass hashable values as static_argnums instead")
@@ -437,6 +481,14 @@ class Tracer:
 
     # Operators (+, *, @, <, [], .T, .at, .sum(), ...) are installed on this class by
     # funcgrad.numpy, the one place that maps NumPy's names to primitives.
+
+
+def _facade_hint(name: str, what: str) -> str:
+    """Point to ``funcgrad.numpy.<name>`` if it exists, else say to compose it from the facade."""
+    if callable(getattr(_facade(), name, None)):
+        return f"Use funcgrad.numpy.{name} instead (import funcgrad.numpy as fnp; fnp.{name}(x, ...))."
+    return (f"funcgrad.numpy has no {name}: write {what} with funcgrad.numpy operations "
+            "(import funcgrad.numpy as fnp), which trace and differentiate.")
 
 
 def to_concrete(x: Any) -> Any:

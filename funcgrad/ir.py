@@ -20,6 +20,8 @@ from funcgrad.core import (
     Trace,
     Tracer,
     bind,
+    check_output,
+    check_thread,
     get_aval,
     new_trace,
     unsupported_type_message,
@@ -212,6 +214,8 @@ class JaxprTrace(Trace):
         """The graph atom for ``x``: its variable, a literal, or a captured constant."""
         if isinstance(x, JaxprTracer) and x._trace is self:
             return x._var
+        if isinstance(x, Tracer):
+            check_output(x)     # an outer tracer is a constant; a leaked one is an error
         if isinstance(x, (list, tuple)):
             x = _asarray_or_self(x)
         if not valid_value(x):
@@ -227,6 +231,7 @@ class JaxprTrace(Trace):
         return v
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
+        check_thread(self)      # another thread's op would be recorded in this graph
         inputs = [self.atom(a, prim.name, i) for i, a in enumerate(args)]
         aval = prim.abstract_eval(*[a.aval for a in inputs], **params)
         out = Var(aval)
@@ -242,6 +247,8 @@ def _asarray_or_self(x: Any) -> Any:
 
 
 def _check_leaf(x: Any, where: str, i: int) -> Any:
+    if isinstance(x, Tracer):
+        check_output(x)
     if isinstance(x, (list, tuple)):
         x = _asarray_or_self(x)
     if not valid_value(x):
@@ -285,14 +292,23 @@ def split_static(args: tuple, static_argnums: tuple, where: str) -> tuple[tuple,
 
 
 def _static_tuple(static_argnums: int | Sequence[int]) -> tuple:
-    return (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    nums = (static_argnums,) if isinstance(static_argnums, (int, np.integer)) else static_argnums
+    if not isinstance(nums, (tuple, list)) or not all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in nums):
+        raise TypeError(f"static_argnums must be an int or a tuple of ints (positions of "
+                        f"positional arguments), got {static_argnums!r}")
+    return tuple(int(k) for k in nums)
 
 
 def make_jaxpr(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable[..., Jaxpr]:
     """``make_jaxpr(f)(*args)`` traces ``f`` at ``args``' shapes and dtypes into a graph."""
     static_argnums = _static_tuple(static_argnums)
 
-    def traced(*args: Any) -> Jaxpr:
+    def traced(*args: Any, **kwargs: Any) -> Jaxpr:
+        if kwargs:
+            raise TypeError(f"make_jaxpr: keyword arguments ({', '.join(kwargs)}) are not "
+                            "supported; pass them positionally (static ones via static_argnums) "
+                            "or fix them with functools.partial before tracing")
         dyn, merge = split_static(args, static_argnums, "make_jaxpr")
         flat, in_tree = tree_flatten(dyn)
         flat = [_check_leaf(x, "make_jaxpr", i) for i, x in enumerate(flat)]
@@ -321,6 +337,9 @@ def eval_jaxpr_flat(jaxpr: Jaxpr, consts: Sequence, args: Sequence) -> list:
 
 def eval_jaxpr(jaxpr: Jaxpr, *args: Any) -> Any:
     """Run a graph on arguments shaped like the ones it was traced with."""
+    if not isinstance(jaxpr, Jaxpr):
+        raise TypeError(f"eval_jaxpr takes a graph (the result of fg.make_jaxpr(f)(*args)) as its "
+                        f"first argument, got {type(jaxpr).__name__}")
     flat, tree = tree_flatten(args)
     if len(flat) != len(jaxpr.invars):
         raise ValueError(f"eval_jaxpr: the graph takes {len(jaxpr.invars)} input arrays, "
