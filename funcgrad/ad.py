@@ -184,26 +184,29 @@ class VJPTrace(Trace):
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
         primals, parents = [], []
-        lower = False          # does any primal belong to an outer transformation?
         i = 0
         for a in args:
             if type(a) is VJPTracer and a._trace is self:
-                p = a.primal
+                primals.append(a.primal)
                 parents.append((i, a.node))
             else:
-                p = a
-            if isinstance(p, Tracer):
-                lower = True
-            primals.append(p)
+                primals.append(a)
             i += 1
-        out = bind(prim, *primals, **params) if lower else _eval(prim, primals, params)
-        if not parents or prim.zero_derivative or not is_float(out):
+        # at level 1 no outer transformation exists, so the primals are concrete
+        if self.level > 1 and any(isinstance(p, Tracer) for p in primals):
+            out = bind(prim, *primals, **params)
+        else:
+            out = _eval(prim, primals, params)
+        if not parents or prim.zero_derivative or getattr(out, "dtype", _F64).kind not in "fc":
             return out
         if prim.vjp is None:
             raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
         node = Node(prim, params, primals, out, parents)
         self.tape.append(node)
         return VJPTracer(self, out, node)
+
+
+_F64 = np.dtype(np.float64)
 
 
 def _eval(prim: Primitive, args: list, params: dict) -> Any:
@@ -252,6 +255,11 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     ``(output, vjp_fn, aux)``.
     """
     flat, in_tree = tree_flatten(primals)
+    return _vjp(fun, flat, in_tree, has_aux)
+
+
+def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
+    """``vjp`` on already flattened primals (``in_tree`` is the tuple of arguments)."""
     with new_trace(VJPTrace) as trace:
         inputs = [Node(None, {}, [], x, []) for x in flat]
         tracers = [VJPTracer(trace, x, n) if is_float(x) else x for x, n in zip(flat, inputs)]
@@ -303,9 +311,12 @@ def _argnums_tuple(argnums: int | Sequence[int], nargs: int, where: str) -> tupl
     return tuple(int(k) % nargs for k in nums)
 
 
-def _check_diff_inputs(args: tuple, nums: tuple, where: str) -> None:
-    for k in nums:
-        for x in tree_flatten(args[k])[0]:
+def _flatten_diff_args(args: tuple, nums: tuple, where: str) -> tuple[list, Any]:
+    """Flatten the differentiated arguments once, checking every leaf is a float array."""
+    flat, in_tree = tree_flatten(tuple(args[k] for k in nums))
+    i = 0
+    for k, child in zip(nums, in_tree.children):
+        for x in flat[i:i + child.num_leaves]:
             dt = get_aval(x).dtype if isinstance(x, (Tracer, np.ndarray, np.generic, bool, int,
                                                      float, complex)) else None
             if dt is None:
@@ -318,6 +329,12 @@ def _check_diff_inputs(args: tuple, nums: tuple, where: str) -> None:
                                 f"{k} has dtype {dt}. Convert it with x.astype(float) (or "
                                 "np.float32/np.float64), or differentiate with respect to other "
                                 "arguments via argnums.")
+        i += child.num_leaves
+    return flat, in_tree
+
+
+def _check_diff_inputs(args: tuple, nums: tuple, where: str) -> None:
+    _flatten_diff_args(args, nums, where)
 
 
 def _partial(fun: Callable, args: tuple, nums: tuple) -> Callable:
@@ -342,9 +359,9 @@ def _value_and_grad(fun: Callable, argnums: int | Sequence[int], has_aux: bool,
                     where: str) -> Callable:
     def vg(*args: Any, **kwargs: Any) -> Any:
         nums = _argnums_tuple(argnums, len(args), where)
-        _check_diff_inputs(args, nums, where)
-        f = _partial(lambda *a: fun(*a, **kwargs), args, nums)
-        res = vjp(f, *[args[k] for k in nums], has_aux=has_aux)
+        flat, in_tree = _flatten_diff_args(args, nums, where)
+        f = _partial(lambda *a: fun(*a, **kwargs) if kwargs else fun(*a), args, nums)
+        res = _vjp(f, flat, in_tree, has_aux)
         out, pullback = res[0], res[1]
         aval = get_aval(out) if not isinstance(out, (tuple, list, dict)) else None
         if aval is None or aval.shape != () or aval.dtype.kind != "f":

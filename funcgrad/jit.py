@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Tracer, get_aval
+from funcgrad.core import Tracer, _as_python, get_aval
 from funcgrad.ir import Jaxpr, Literal, _check_leaf, _static_tuple, split_static, trace_to_jaxpr
 from funcgrad.passes import optimize
 from funcgrad.primitives.shape import _broadcast_impl
-from funcgrad.tree_util import tree_flatten, tree_unflatten
+from funcgrad.tree_util import tree_flatten, unflattener
 
 __all__ = ["jit", "compile_jaxpr"]
 
@@ -156,6 +156,9 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             expr = f"{fn}({', '.join(args)})"
         if ov.aval.weak_type and not ov.aval.shape:
             expr = f"_py({expr})"      # Python scalars in, Python scalar out (weak type)
+        if ov.aval.weak_type:   # an op on Python numbers gives a Python number (core.weak_inputs)
+            ns["_as_python"] = _as_python
+            expr = f"_as_python({expr})"
         lines.append(f"    {out} = {expr}")
         names[id(ov)] = out
         if prim.name not in _VIEW_PRIMS:
@@ -195,41 +198,7 @@ class _Entry:
         self.jaxpr = jaxpr
         self.fn = fn
         self.out_tree = out_tree
-        self.unflatten = _unflattener(out_tree)
-
-
-def _unflattener(treedef: Any) -> Callable[[list], Any]:
-    """A function rebuilding ``treedef`` from its leaves, compiled for plain containers."""
-    parts: list[str] = []
-    counter = iter(range(treedef.num_leaves))
-    stack: list = [(treedef, False)]
-    built: list[str] = []
-    while stack:                 # iterative post-order, as tree_unflatten
-        d, done = stack.pop()
-        if d.node_type == "leaf":
-            built.append(f"o[{next(counter)}]")
-            continue
-        if d.node_type not in (tuple, list, dict, None):
-            return lambda out: tree_unflatten(treedef, out)
-        if not done:
-            stack.append((d, True))
-            stack.extend((c, False) for c in reversed(d.children))
-            continue
-        n = len(d.children)
-        kids = built[len(built) - n:] if n else []
-        del built[len(built) - n:]
-        if d.node_type is None:
-            built.append("None")
-        elif d.node_type is tuple:
-            built.append("(" + "".join(k + ", " for k in kids) + ")")
-        elif d.node_type is list:
-            built.append("[" + ", ".join(kids) + "]")
-        else:
-            built.append("{" + ", ".join(f"{k!r}: {v}" for k, v in zip(d.aux, kids)) + "}")
-    parts.append(built[0])
-    if len(parts[0]) > 20000:
-        return lambda out: tree_unflatten(treedef, out)
-    return eval(compile(f"lambda o: {parts[0]}", "<funcgrad.jit unflatten>", "eval"))  # noqa: S307
+        self.unflatten = unflattener(out_tree)
 
 
 _INLINE = object()

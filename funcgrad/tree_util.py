@@ -85,7 +85,7 @@ def _node(x: Any) -> tuple[Any, Any, list] | None:
 class PyTreeDef:
     """The structure of a pytree: its containers, without the leaves."""
 
-    __slots__ = ("node_type", "aux", "children", "num_leaves", "_hash")
+    __slots__ = ("node_type", "aux", "children", "num_leaves", "_hash", "_build_fn")
 
     def __init__(self, node_type: Any, aux: Any, children: tuple):
         self.node_type = node_type   # "leaf", None (for None), or a container type
@@ -93,6 +93,7 @@ class PyTreeDef:
         self.children = children
         self.num_leaves = 1 if node_type == "leaf" else sum(c.num_leaves for c in children)
         self._hash: int | None = None
+        self._build_fn: Any = None     # compiled rebuild function, made on first unflatten
 
     def __eq__(self, other: object) -> bool:
         # iterative, so structures nested thousands deep compare without RecursionError
@@ -199,10 +200,70 @@ def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tup
 
 def tree_unflatten(treedef: PyTreeDef, leaves: Iterable) -> Any:
     """Rebuild a pytree of structure ``treedef`` from ``leaves``."""
-    leaves = list(leaves)
+    leaves = leaves if isinstance(leaves, list) else list(leaves)
     if len(leaves) != treedef.num_leaves:
         raise ValueError(f"tree_unflatten: structure {treedef} needs {treedef.num_leaves} leaves, "
                          f"got {len(leaves)}")
+    return unflattener(treedef)(leaves)
+
+
+def unflattener(treedef: PyTreeDef) -> Callable[[list], Any]:
+    """The (cached, compiled) function rebuilding ``treedef`` from a list of its leaves."""
+    fn = treedef._build_fn
+    if fn is None:
+        fn = treedef._build_fn = _compile_builder(treedef)
+    return fn
+
+
+def _compile_builder(treedef: PyTreeDef) -> Any:
+    """A function ``leaves -> tree`` for ``treedef``: one compiled expression for trees of
+    tuples, lists, dicts and None (rebuilt on every call of a transformation, so it is worth
+    compiling); the generic iterative rebuild otherwise."""
+    counter = iter(range(treedef.num_leaves))
+    stack: list = [(treedef, False)]
+    built: list[str] = []
+    nodes = 0
+    while stack:                 # iterative post-order
+        d, done = stack.pop()
+        if d.node_type == "leaf":
+            built.append(f"o[{next(counter)}]")
+            continue
+        nodes += 1
+        if d.node_type not in (tuple, list, dict, None) or nodes > 200:   # big or unusual trees
+            return lambda leaves: _unflatten_generic(treedef, leaves)
+        if not done:
+            stack.append((d, True))
+            stack.extend((c, False) for c in reversed(d.children))
+            continue
+        n = len(d.children)
+        kids = built[len(built) - n:] if n else []
+        del built[len(built) - n:]
+        if d.node_type is None:
+            built.append("None")
+        elif d.node_type is tuple:
+            built.append("(" + "".join(k + ", " for k in kids) + ")")
+        elif d.node_type is list:
+            built.append("[" + ", ".join(kids) + "]")
+        else:
+            built.append("{" + ", ".join(f"{k!r}: {v}" for k, v in zip(d.aux, kids)) + "}")
+    src = built[0]
+    if any(not isinstance(k, (str, int)) for k in _dict_keys(treedef)):
+        return lambda leaves: _unflatten_generic(treedef, leaves)
+    return eval(compile(f"lambda o: {src}", "<pytree builder>", "eval"))  # noqa: S307
+
+
+def _dict_keys(treedef: PyTreeDef) -> list:
+    keys: list = []
+    stack = [treedef]
+    while stack:
+        d = stack.pop()
+        if d.node_type is dict:
+            keys.extend(d.aux)
+        stack.extend(d.children)
+    return keys
+
+
+def _unflatten_generic(treedef: PyTreeDef, leaves: list) -> Any:
     it = iter(leaves)
     # iterative: post-order over the treedef
     stack: list = [(treedef, False)]
