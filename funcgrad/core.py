@@ -194,8 +194,30 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
             raise _op_error(prim, args, params, e) from None
         if getattr(out, "dtype", _F64).kind in _BAD_KINDS:
             raise _op_error(prim, args, params, None)
+        if (type(out) is not np.ndarray or not out.ndim) and weak_inputs(args, params):
+            return _as_python(out)
         return out
     return top.process_primitive(prim, args, params)
+
+
+_PY_SCALARS = frozenset((bool, int, float, complex))
+
+
+def weak_inputs(args: tuple, params: dict) -> bool:
+    """True if an op on ``args`` gives a weakly typed result: all are Python numbers.
+
+    As Python's own arithmetic does (and JAX's weak types), an operation on Python
+    numbers only gives a Python number, which then takes the dtype of the arrays it
+    meets (``x32 * fnp.sqrt(2.0)`` stays float32).  This is what makes a traced
+    ``lr * 2.0`` (``lr`` a Python float argument) evaluate exactly as the same code
+    run eagerly.  An explicit ``dtype`` (``astype``) gives a NumPy value.
+    """
+    return bool(args) and "dtype" not in params and all(type(a) in _PY_SCALARS for a in args)
+
+
+def _as_python(out: Any) -> Any:
+    """A 0-d NumPy result as the Python number of the same value."""
+    return out.item() if isinstance(out, (np.generic, np.ndarray)) and not np.ndim(out) else out
 
 
 _F64 = np.dtype(np.float64)
@@ -224,6 +246,8 @@ def binder(prim: Primitive, nargs: int, name: str | None = None, doc: str | None
                 raise fail((x,), e) from None
             if getattr(out, "dtype", _F64).kind in _BAD_KINDS:
                 raise fail((x,), None)
+            if type(out) is not np.ndarray and type(x) in _PY_SCALARS:
+                return _as_python(out)      # weakly typed in, weakly typed out (see weak_inputs)
             return out
         op = op1
     elif nargs == 2:
@@ -236,6 +260,8 @@ def binder(prim: Primitive, nargs: int, name: str | None = None, doc: str | None
                 raise fail((x, y), e) from None
             if getattr(out, "dtype", _F64).kind in _BAD_KINDS:
                 raise fail((x, y), None)
+            if type(out) is not np.ndarray and type(x) in _PY_SCALARS and type(y) in _PY_SCALARS:
+                return _as_python(out)
             return out
         op = op2
     else:

@@ -234,6 +234,10 @@ class JaxprTrace(Trace):
         check_thread(self)      # another thread's op would be recorded in this graph
         inputs = [self.atom(a, prim.name, i) for i, a in enumerate(args)]
         aval = prim.abstract_eval(*[a.aval for a in inputs], **params)
+        # weakly typed exactly when evaluation gives a Python number (core.weak_inputs)
+        weak = not aval.shape and "dtype" not in params and all(a.aval.weak_type for a in inputs)
+        if weak != aval.weak_type:
+            aval = ShapedArray(aval.shape, aval.dtype, weak)
         out = Var(aval)
         self.eqns.append(Eqn(prim, inputs, [out], params))
         return JaxprTracer(self, aval, out)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Tracer, _as_python, get_aval
+from funcgrad.core import Tracer, get_aval
 from funcgrad.ir import Jaxpr, Literal, _check_leaf, _static_tuple, split_static, trace_to_jaxpr
 from funcgrad.passes import optimize
 from funcgrad.primitives.shape import _broadcast_impl
@@ -156,9 +156,6 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             expr = f"{fn}({', '.join(args)})"
         if ov.aval.weak_type and not ov.aval.shape:
             expr = f"_py({expr})"      # Python scalars in, Python scalar out (weak type)
-        if ov.aval.weak_type:   # an op on Python numbers gives a Python number (core.weak_inputs)
-            ns["_as_python"] = _as_python
-            expr = f"_as_python({expr})"
         lines.append(f"    {out} = {expr}")
         names[id(ov)] = out
         if prim.name not in _VIEW_PRIMS:

@@ -52,9 +52,8 @@ def sample(aval: ShapedArray) -> Any:
 def result_dtype(fn: Callable, avals: tuple, params: dict, cache: dict) -> tuple:
     """dtype (and weakness) of ``fn`` applied to values of ``avals``, by running it on 0-d samples.
 
-    The result is weakly typed only when ``fn`` returns a Python number, so that a
-    graph's avals agree with what evaluating it gives (``x32 * (a + b)`` with Python
-    floats ``a, b`` is float64 in NumPy, because ``a + b`` is a NumPy float64).
+    The result is weakly typed when every operand is and no ``dtype`` is asked for:
+    evaluated, such an op gives a Python number (see ``core.weak_inputs``).
     """
     key = tuple((a.dtype, a.weak_type) for a in avals) + tuple(sorted(
         (k, v) for k, v in params.items() if not isinstance(v, np.ndarray)))
@@ -62,9 +61,7 @@ def result_dtype(fn: Callable, avals: tuple, params: dict, cache: dict) -> tuple
     if hit is None:
         with np.errstate(all="ignore"):
             out = fn(*[sample(a) for a in avals], **params)
-        # weak only if the implementation really returns a Python number: NumPy ufuncs give
-        # NumPy scalars even for Python inputs (np.add(2.0, 3.0) is a strong float64)
-        hit = (dtype_of(out), type(out) in (bool, int, float, complex))
+        hit = (dtype_of(out), bool(avals) and all(a.weak_type for a in avals) and "dtype" not in params)
         cache[key] = hit
     return hit
 
