@@ -413,3 +413,42 @@ def test_wide_graph_and_many_inputs():
     jaxpr = fg.make_jaxpr(total)(*xs)
     assert len(jaxpr.invars) == 300 and len(jaxpr.eqns) == 299
     np.testing.assert_array_equal(fg.eval_jaxpr(jaxpr, *xs), total(*xs))
+
+
+# ------------------------------------------------ avals agree with evaluation ---
+
+# (no Python bools: eagerly True + True is the int 2, traced it is NumPy's logical or)
+SCALARS = [2.0, 3, -1.5, np.float32(1.5), np.float64(0.5), np.int32(2), np.array(0.25, np.float32)]
+SCALAR_EXPRS: dict[str, Callable] = {
+    "add": lambda x, a, b: x * (a + b),
+    "sqrt": lambda x, a, b: x * fnp.sqrt(fnp.abs(a)),
+    "sum": lambda x, a, b: x + fnp.sum(a),
+    "reshape": lambda x, a, b: x * fnp.reshape(a, (1,)),
+    "broadcast": lambda x, a, b: x * fnp.broadcast_to(a, (3,)),
+    "stop_gradient": lambda x, a, b: x * fg.stop_gradient(a),
+    "maximum": lambda x, a, b: x - fnp.maximum(a, b),
+    "where": lambda x, a, b: x * fnp.where(a > 0, a, b),
+    "astype": lambda x, a, b: x * fnp.astype(a, np.float32),
+    "pow": lambda x, a, b: x ** a + b,
+    "chain": lambda x, a, b: (x * a) * (b * a) + a * b,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCALAR_EXPRS))
+@given(a=st.sampled_from(SCALARS), b=st.sampled_from(SCALARS),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_graph_types_agree_with_numpy_for_scalar_mixes(name, a, b, dtype):
+    """Python numbers are weakly typed, NumPy scalars are not, and results of ops on Python
+    numbers are NumPy scalars: the graph's avals must say what evaluating it gives."""
+    f = SCALAR_EXPRS[name]
+    x = np.linspace(0.5, 1.5, 3).astype(dtype)
+    expected = f(x, a, b)
+    for jaxpr, args in [(fg.make_jaxpr(f)(x, a, b), (x, a, b)),
+                        (fg.make_jaxpr(lambda x: f(x, a, b))(x), (x,))]:
+        out = fg.eval_jaxpr(jaxpr, *args)
+        assert_tree_equal(out, expected, rtol=1e-6)
+        assert jaxpr.out_avals[0].dtype == np.asarray(expected).dtype
+        for e in jaxpr.eqns:   # every intermediate too, against the value the op really makes
+            vals = [a_.val if isinstance(a_, Literal) else None for a_ in e.inputs]
+            if all(v is not None for v in vals):
+                assert np.asarray(e.primitive.impl(*vals, **e.params)).dtype == e.outputs[0].aval.dtype

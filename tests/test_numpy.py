@@ -37,7 +37,8 @@ def assert_same(got: Any, expected: Any, rtol: float | None = None) -> None:
     assert len(g_leaves) == len(e_leaves)
     for g, e in zip(g_leaves, e_leaves):
         assert not isinstance(g, Tracer)
-        assert isinstance(g, (np.ndarray, np.generic)), type(g)
+        # ops on Python numbers give Python numbers (weakly typed, as in JAX); else NumPy values
+        assert isinstance(g, (np.ndarray, np.generic, bool, int, float, complex)), type(g)
         g, e = np.asarray(g), np.asarray(e)
         assert g.shape == e.shape, (g.shape, e.shape)
         assert g.dtype == e.dtype, (g.dtype, e.dtype)
@@ -226,6 +227,24 @@ def test_binary_with_python_scalar_keeps_dtype(dtype, data):
         if np.asarray(ref(xd, sd)).dtype.kind == "f":
             assert np.asarray(f(xd, sd)).dtype == dtype, name
             assert np.asarray(f(sx, xy)).dtype == dtype, name
+
+
+def test_ops_on_python_numbers_stay_weakly_typed():
+    """Python numbers in, a Python number out: it then adapts to float32 arrays (as in JAX)."""
+    x32 = np.ones(3, np.float32)
+    for f, args in [(fnp.sqrt, (2.0,)), (fnp.add, (2.0, 3)), (fnp.exp, (1,)), (fnp.sum, (2.0,)),
+                    (fnp.maximum, (1.0, 2.0)), (fnp.where, (True, 1.0, 2.0)), (fnp.logaddexp, (0.0, 1.0))]:
+        out = f(*args)
+        assert type(out) in (float, int), (f, type(out))
+        assert (x32 * out).dtype == np.float32
+        jaxpr = fg.make_jaxpr(lambda x, *a: x * f(*a))(x32, *args)     # Python numbers as arguments
+        assert jaxpr.out_avals[0].dtype == np.float32
+        assert fg.eval_jaxpr(jaxpr, x32, *args).dtype == np.float32
+    # NumPy scalars and an explicit dtype stay NumPy values
+    assert type(fnp.sqrt(np.float64(2.0))) is np.float64
+    cast = fnp.astype(2.0, np.float32)
+    assert isinstance(cast, (np.ndarray, np.generic)) and cast.dtype == np.float32
+    assert (x32 * fnp.sqrt(np.float64(2.0))).dtype == np.float64
 
 
 def test_mixed_float_precisions_follow_numpy():
@@ -898,3 +917,41 @@ def test_tracer_properties_and_python_protocols():
 def test_iteration_matches_numpy(x):
     check(lambda x: [r for r in x], lambda x: [r for r in x], x)
     check(lambda x: fnp.stack(list(x)), lambda x: np.stack(list(x)), x)
+
+
+# ------------------------------------------------------------------ coverage ---
+
+# every public function of funcgrad.numpy, and where above it is compared with NumPy
+TESTED = {
+    **{n: "test_unary" for n in UNARY}, **{n: "test_binary_broadcasting" for n in BINARY},
+    **{n: "test_reductions" for n in REDUCTIONS},
+    "argmax": "test_argreductions", "argmin": "test_argreductions", "where": "test_where_and_clip",
+    "clip": "test_where_and_clip", "astype": "test_astype", "matmul": "test_matmul",
+    "dot": "test_dot_inner_vdot_outer", "inner": "test_dot_inner_vdot_outer",
+    "vdot": "test_dot_inner_vdot_outer", "outer": "test_dot_inner_vdot_outer",
+    "tensordot": "test_tensordot", "einsum": "test_einsum",
+    "transpose": "test_transpose_swapaxes_moveaxis", "swapaxes": "test_transpose_swapaxes_moveaxis",
+    "moveaxis": "test_transpose_swapaxes_moveaxis", "reshape": "test_reshape_ravel_squeeze_expand_dims",
+    "ravel": "test_reshape_ravel_squeeze_expand_dims", "squeeze": "test_reshape_ravel_squeeze_expand_dims",
+    "expand_dims": "test_reshape_ravel_squeeze_expand_dims",
+    "atleast_1d": "test_reshape_ravel_squeeze_expand_dims",
+    "atleast_2d": "test_reshape_ravel_squeeze_expand_dims", "broadcast_to": "test_broadcast_to",
+    "concatenate": "test_concatenate_stack_split", "stack": "test_concatenate_stack_split",
+    "split": "test_concatenate_stack_split", "vstack": "test_concatenate_stack_split",
+    "hstack": "test_concatenate_stack_split", "take": "test_take",
+    "zeros_like": "test_like_functions", "ones_like": "test_like_functions",
+    "full_like": "test_like_functions",
+    **{n: "test_creation_functions" for n in ["zeros", "ones", "full", "eye", "arange", "linspace",
+                                               "asarray", "array"]},
+    "shape": "test_shape_ndim_size_and_constants", "ndim": "test_shape_ndim_size_and_constants",
+    "size": "test_shape_ndim_size_and_constants", "at": "check_updates",
+}
+NOT_NUMPY_FUNCTIONS = {"bind", "dtype_of", "to_concrete", "valid_value"}   # re-exported helpers
+
+
+def test_every_public_function_is_compared_with_numpy():
+    public = {n for n in dir(fnp) if not n.startswith("_") and callable(getattr(fnp, n))
+              and not isinstance(getattr(fnp, n), type)} - NOT_NUMPY_FUNCTIONS
+    assert public - set(TESTED) == set()
+    for name, test in TESTED.items():
+        assert test in globals(), (name, test)
