@@ -31,6 +31,8 @@ from funcgrad.core import (
     get_aval,
     is_float,
     new_trace,
+    unsupported_type_message,
+    valid_value,
 )
 from funcgrad.primitives import elementwise as ew
 from funcgrad.primitives._base import shape_of
@@ -100,6 +102,12 @@ class JVPTrace(Trace):
 
 
 def _check_tangent(p: Any, t: Any, i: int) -> None:
+    for what, v in (("primal", p), ("tangent", t)):
+        if not valid_value(v):
+            raise TypeError(unsupported_type_message(f"jvp: {what}", i, v))
+    if is_float(p) and dtype_of(t).kind not in "fc":
+        raise TypeError(f"jvp: tangent {i} has dtype {dtype_of(t)} but its primal is floating point "
+                        f"({dtype_of(p)}); pass floating-point tangents of the primal's dtype")
     if shape_of(p) != shape_of(t):
         raise ValueError(f"jvp: tangent {i} has shape {shape_of(t)} but its primal has shape "
                          f"{shape_of(p)}; each tangent must match its primal's shape")
@@ -281,6 +289,8 @@ def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
             raise ValueError(f"vjp_fn: the cotangent must have the structure of fun's output, "
                              f"{out_tree}, got {ct_tree}")
         for i, (c, o) in enumerate(zip(ct_flat, out_primals)):
+            if not valid_value(c):
+                raise TypeError(unsupported_type_message("vjp_fn: cotangent", i, c))
             if shape_of(c) != shape_of(o):
                 raise ValueError(f"vjp_fn: cotangent {i} has shape {shape_of(c)}, the output "
                                  f"has shape {shape_of(o)}")
@@ -301,14 +311,22 @@ def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
 # ------------------------------------------------------------------- grad ---
 
 def _argnums_tuple(argnums: int | Sequence[int], nargs: int, where: str) -> tuple[int, ...]:
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    nums = (argnums,) if isinstance(argnums, int) else argnums
+    if not isinstance(nums, (tuple, list, range)) or not all(
+            isinstance(k, (int, np.integer)) for k in nums):
+        raise TypeError(f"{where}: argnums must be an int or a tuple of ints (positions of "
+                        f"positional arguments), got {argnums!r}")
     if not nums:
         raise ValueError(f"{where}: argnums must name at least one argument")
     for k in nums:
-        if not isinstance(k, (int, np.integer)) or not -nargs <= k < nargs:
+        if not -nargs <= k < nargs:
             raise ValueError(f"{where}: argnums={argnums!r} is out of range: the function was "
                              f"called with {nargs} positional argument{'s' if nargs != 1 else ''}")
-    return tuple(int(k) % nargs for k in nums)
+    res = tuple(int(k) % nargs for k in nums)
+    if len(set(res)) != len(res):
+        raise ValueError(f"{where}: argnums={argnums!r} names an argument twice; list each "
+                         "argument once")
+    return res
 
 
 def _flatten_diff_args(args: tuple, nums: tuple, where: str) -> tuple[list, Any]:

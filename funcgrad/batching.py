@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Primitive, ShapedArray, Trace, Tracer, dtype_of, new_trace
+from funcgrad.core import (
+    Primitive,
+    ShapedArray,
+    Trace,
+    Tracer,
+    dtype_of,
+    new_trace,
+    unsupported_type_message,
+    valid_value,
+)
 from funcgrad.primitives import shape as sh
 from funcgrad.primitives._base import shape_of
 from funcgrad.tree_util import _node, tree_flatten, tree_unflatten
@@ -176,6 +185,13 @@ def vmap(fun: Callable, in_axes: Any = 0, out_axes: Any = 0, axis_size: int | No
     if not (in_axes is None or isinstance(in_axes, (int, np.integer, tuple, list, dict))):
         raise TypeError(f"vmap: in_axes must be an int, None, or a tuple/list/dict of them, "
                         f"got {type(in_axes).__name__}")
+    if not (out_axes is None or isinstance(out_axes, (int, np.integer, tuple, list, dict))):
+        raise TypeError(f"vmap: out_axes must be an int, None, or a tuple/list/dict of them, "
+                        f"got {type(out_axes).__name__}")
+    if axis_size is not None and (not isinstance(axis_size, (int, np.integer))
+                                  or isinstance(axis_size, bool) or axis_size < 0):
+        raise (TypeError if not isinstance(axis_size, (int, np.integer)) else ValueError)(
+            f"vmap: axis_size must be a non-negative int (the batch size), got {axis_size!r}")
     return _vmap(fun, in_axes, out_axes, axis_size, None)
 
 
@@ -237,6 +253,8 @@ def _vmap(fun: Callable, in_axes: Any, out_axes: Any, axis_size: int | None,
                     val, bd = o.val, o.bdim
                 else:
                     val, bd = o, None
+                    if not valid_value(val):
+                        raise TypeError(unsupported_type_message(f"vmap: {oname}", 0, val))
                 if oa is None:
                     if bd is not None:
                         raise ValueError(f"vmap: out_axes=None for {oname} of shape "

@@ -164,10 +164,14 @@ def _axes(x, axis, where: str) -> tuple:
         return _ALL_AXES[nd] if nd < 33 else tuple(range(nd))
     if type(axis) is int and -nd <= axis < nd:
         return (axis % nd,)
-    axs = (axis,) if isinstance(axis, (int, _np.integer)) else tuple(axis)
+    try:
+        axs = [operator.index(a) for a in ((axis,) if isinstance(axis, (int, _np.integer))
+                                           else tuple(axis))]
+    except TypeError:
+        raise TypeError(f"{where}: axis must be None, an int or a tuple of ints, got "
+                        f"{axis!r}") from None
     out = []
     for a in axs:
-        a = operator.index(a)
         if not -nd <= a < nd:
             raise ValueError(f"{where}: axis {a} is out of bounds for an array of rank {nd} "
                              f"(shape {_shape_of(x)})")
@@ -534,6 +538,7 @@ def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list]:
     if not isinstance(idx, tuple):
         idx = (idx,)
     items: list = []
+    masks: dict = {}      # position in items of a mask's first index array -> the mask's shape
     for c in idx:
         if isinstance(c, list):
             c = _np.asarray(c)
@@ -544,6 +549,7 @@ def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list]:
         if isinstance(c, _np.ndarray) and c.dtype == _np.bool_:
             if c.ndim == 0:
                 raise IndexError("indexing with a 0-d boolean is not supported; use fnp.where")
+            masks[len(items)] = c.shape
             items.extend(_np.nonzero(c))
             continue
         items.append(c)
@@ -556,24 +562,39 @@ def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list]:
         raise IndexError(f"too many indices for an array of shape {shape_}: {consumed} were given")
     index: list = []
     arrays: list = []
-    for c in items:
+    axis = 0              # the axis of x that the next component indexes
+    for k, c in enumerate(items):
+        if k in masks and tuple(shape_[axis:axis + len(masks[k])]) != masks[k]:
+            raise IndexError(f"boolean index did not match the indexed array: the mask has shape "
+                             f"{masks[k]}, the axes it indexes have shape "
+                             f"{tuple(shape_[axis:axis + len(masks[k])])} (array shape {shape_})")
         if c is Ellipsis:
             index.extend([_ix.SLICE_ALL] * (nd - consumed))
+            axis += nd - consumed
         elif c is None:
             index.append(("n",))
         elif isinstance(c, slice):
             index.append(("s",) + tuple(None if v is None else operator.index(v)
                                         for v in (c.start, c.stop, c.step)))
+            axis += 1
         elif isinstance(c, (bool, _np.bool_)):
             raise IndexError("indexing with a Python bool is not supported")
         elif isinstance(c, (int, _np.integer)):
             index.append(("i", int(c)))
+            axis += 1
         elif isinstance(c, (Tracer, _np.ndarray)):
             if c.dtype.kind not in "iu":
                 raise IndexError(f"arrays used as indices must be of integer (or boolean) type, "
                                  f"got {c.dtype}")
+            n = shape_[axis]
+            if type(c) is _np.ndarray and c.size and (c.max() >= n or c.min() < -n):
+                # known now: say so while tracing, not later when the graph runs
+                bad = c[(c >= n) | (c < -n)].ravel()[0]
+                raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n} "
+                                 f"(array shape {shape_})")
             index.append(("a", len(arrays)))
             arrays.append(c)
+            axis += 1
         else:
             raise IndexError(f"invalid index component of type {type(c).__name__}; use integers, "
                              "slices, None, Ellipsis, or integer/boolean arrays")
