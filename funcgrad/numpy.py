@@ -216,7 +216,8 @@ def mean(x, axis=None, keepdims=False):
 def var(x, axis=None, ddof=0, keepdims=False):
     axes = _axes(x, axis, "var")
     d = subtract(x, mean(x, axes, keepdims=True))
-    return divide(sum(multiply(d, d), axes, keepdims), _count(x, axes) - ddof)
+    # NumPy divides by max(n - ddof, 0): inf/nan, never a negative "variance"
+    return divide(sum(multiply(d, d), axes, keepdims), builtins.max(_count(x, axes) - ddof, 0))
 
 
 def std(x, axis=None, ddof=0, keepdims=False):
@@ -365,7 +366,10 @@ def expand_dims(x, axis):
     s = list(_shape_of(x))
     axs = [axis] if isinstance(axis, (int, _np.integer)) else list(axis)
     nd = len(s) + len(axs)
-    for a in sorted(int(a) % nd if -nd <= a < nd else _bad_axis(a, nd) for a in axs):
+    axs = sorted(int(a) % nd if -nd <= a < nd else _bad_axis(a, nd) for a in axs)
+    if len(set(axs)) != len(axs):
+        raise ValueError(f"expand_dims: repeated axis in {axis}")
+    for a in axs:
         s.insert(a, 1)
     return _sh.reshape(x, tuple(s))
 
