@@ -381,7 +381,7 @@ def _value_and_grad(fun: Callable, argnums: int | Sequence[int], has_aux: bool,
         f = _partial(lambda *a: fun(*a, **kwargs) if kwargs else fun(*a), args, nums)
         res = _vjp(f, flat, in_tree, has_aux)
         out, pullback = res[0], res[1]
-        aval = get_aval(out) if not isinstance(out, (tuple, list, dict)) else None
+        aval = get_aval(out) if valid_value(out) else None     # None, str, containers: no
         if aval is None or aval.shape != () or aval.dtype.kind != "f":
             desc = (f"shape {aval.shape} and dtype {aval.dtype}" if aval is not None
                     else f"a {type(out).__name__}")
