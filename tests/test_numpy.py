@@ -357,6 +357,14 @@ def test_argreductions(x, ties, keepdims, data):
         check(lambda x: getattr(x, name)(axis), lambda x: getattr(x, name)(axis), x)
 
 
+def test_var_ddof_larger_than_count():
+    x = np.arange(6.0).reshape(2, 3)
+    with np.errstate(all="ignore"):
+        for ddof in [3, 4, 7]:
+            check(lambda x: fnp.var(x, 1, ddof=ddof), lambda x: np.var(x, 1, ddof=ddof), x)
+            check(lambda x: fnp.std(x, ddof=ddof), lambda x: np.std(x, ddof=ddof), x)
+
+
 def test_reductions_on_integers_and_bools():
     i = np.arange(12, dtype=np.int32).reshape(3, 4)
     b = i % 3 == 0
@@ -539,6 +547,10 @@ def test_reshape_ravel_squeeze_expand_dims(x, data):
     check(lambda x: fnp.expand_dims(x, e2), lambda x: np.expand_dims(x, e2), x)
     check(fnp.atleast_1d, np.atleast_1d, x)
     check(fnp.atleast_2d, np.atleast_2d, x)
+    with pytest.raises(ValueError, match="repeated axis"):
+        fnp.expand_dims(x, (0, -nd2))
+    with pytest.raises(ValueError, match="out of bounds"):
+        fnp.expand_dims(x, nd2)
 
 
 @given(data=st.data())
