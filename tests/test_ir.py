@@ -170,7 +170,8 @@ def test_listing_with_constant_and_literal():
         "    d:f64[3] = mul c a\n"
         "    e:f64[3] = add d 1.0\n"
         "  in (e,) }")
-    assert len(jaxpr.consts) == 1 and jaxpr.consts[0] is c     # captured arrays become constants
+    assert len(jaxpr.consts) == 1                               # captured arrays become constants
+    np.testing.assert_array_equal(jaxpr.consts[0], c)
     assert isinstance(jaxpr.constvars[0], Var) and jaxpr.constvars[0].aval.shape == (3,)
     lit = jaxpr.eqns[2].inputs[1]
     assert isinstance(lit, Literal) and lit.val == 1.0          # Python scalars stay inline
