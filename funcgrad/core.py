@@ -194,7 +194,8 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
             raise _op_error(prim, args, params, e) from None
         if getattr(out, "dtype", _F64).kind in _BAD_KINDS:
             raise _op_error(prim, args, params, None)
-        if (type(out) is not np.ndarray or not out.ndim) and weak_inputs(args, params):
+        if (type(out) is not np.ndarray or not out.ndim) and type(args[0]) in _PY_SCALARS \
+                and weak_inputs(args, params):   # (first-argument test: cheap for reductions)
             return _as_python(out)
         return out
     return top.process_primitive(prim, args, params)
