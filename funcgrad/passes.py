@@ -363,9 +363,10 @@ def _rewrite(e: Eqn, ins: list, producer: dict) -> Eqn | None:
     x = ins[0]
     inner = producer.get(id(x)) if isinstance(x, Var) else None
     iname = inner.primitive.name if inner is not None else None
-    if name == iname and name in ("reshape", "broadcast_to"):
+    if name == iname and name in ("reshape", "broadcast_to") and not inner.inputs[0].aval.weak_type:
+        # (a shape op straight on a Python number would evaluate to a Python number)
         return Eqn(e.primitive, [inner.inputs[0]], e.outputs, e.params)
-    if name == iname == "transpose":
+    if name == iname == "transpose" and not inner.inputs[0].aval.weak_type:
         perm = tuple(inner.params["perm"][i] for i in e.params["perm"])
         return Eqn(e.primitive, [inner.inputs[0]], e.outputs, {"perm": perm})
     if name in ("add", "sub"):
