@@ -150,15 +150,16 @@ def jvp(fun: Callable, primals: Sequence, tangents: Sequence) -> tuple[Any, Any]
 class Node:
     """One step on the tape: a primitive application, or an input (``prim is None``)."""
 
-    __slots__ = ("prim", "params", "primals", "out", "parents")
+    __slots__ = ("prim", "params", "primals", "out", "parents", "needed")
 
     def __init__(self, prim: Primitive | None, params: dict, primals: list, out: Any,
-                 parents: list):
+                 parents: list, needed: tuple = ()):
         self.prim = prim
         self.params = params
         self.primals = primals
         self.out = out
         self.parents = parents   # [(argument index, Node)] for the traced arguments
+        self.needed = needed     # those argument indices: the cotangents the rule must give
 
 
 class VJPTracer(Tracer):
@@ -191,12 +192,13 @@ class VJPTrace(Trace):
         self.tape: list[Node] = []
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
-        primals, parents = [], []
+        primals, parents, needed = [], [], []
         i = 0
         for a in args:
             if type(a) is VJPTracer and a._trace is self:
                 primals.append(a.primal)
                 parents.append((i, a.node))
+                needed.append(i)
             else:
                 primals.append(a)
             i += 1
@@ -209,7 +211,7 @@ class VJPTrace(Trace):
             return out
         if prim.vjp is None:
             raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
-        node = Node(prim, params, primals, out, parents)
+        node = Node(prim, params, primals, out, parents, tuple(needed))
         self.tape.append(node)
         return VJPTracer(self, out, node)
 
@@ -240,10 +242,10 @@ def backward_pass(tape: list[Node], roots: list[Node], cts: list) -> dict[Node, 
         g = acc.pop(n, None)
         if g is None:
             continue
-        parents = n.parents
-        needed = (parents[0][0],) if len(parents) == 1 else tuple(i for i, _ in parents)
-        in_cts = n.prim.vjp(g, n.out, n.primals, needed, **n.params)
-        for i, p in parents:
+        params = n.params
+        in_cts = (n.prim.vjp(g, n.out, n.primals, n.needed, **params) if params
+                  else n.prim.vjp(g, n.out, n.primals, n.needed))
+        for i, p in n.parents:
             c = in_cts[i]
             if c is None:
                 continue
@@ -335,8 +337,8 @@ def _flatten_diff_args(args: tuple, nums: tuple, where: str) -> tuple[list, Any]
     i = 0
     for k, child in zip(nums, in_tree.children):
         for x in flat[i:i + child.num_leaves]:
-            dt = get_aval(x).dtype if isinstance(x, (Tracer, np.ndarray, np.generic, bool, int,
-                                                     float, complex)) else None
+            dt = x.dtype if type(x) is np.ndarray else get_aval(x).dtype if isinstance(
+                x, (Tracer, np.generic, bool, int, float, complex)) else None
             if dt is None:
                 raise TypeError(f"{where}: argument {k} contains a value of type "
                                 f"{type(x).__name__}, which cannot be differentiated; pass arrays "

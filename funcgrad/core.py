@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -222,6 +221,7 @@ def _as_python(out: Any) -> Any:
 
 
 _F64 = np.dtype(np.float64)
+_NO_PARAMS: dict = {}               # shared, never mutated
 _BAD_KINDS = frozenset("OSUVMmT")   # object, bytes, str, void, datetime, timedelta, StringDType
 
 
@@ -239,8 +239,11 @@ def binder(prim: Primitive, nargs: int, name: str | None = None, doc: str | None
 
     if nargs == 1:
         def op1(x: Any) -> Any:
-            if isinstance(x, Tracer):
-                return bind(prim, x)
+            if isinstance(x, Tracer):          # one tracer: its trace handles the primitive
+                tr = x._trace
+                if not tr.alive:
+                    raise _leak_error(tr)
+                return tr.process_primitive(prim, (x,), _NO_PARAMS)
             try:
                 out = impl(x)
             except Exception as e:
@@ -253,8 +256,18 @@ def binder(prim: Primitive, nargs: int, name: str | None = None, doc: str | None
         op = op1
     elif nargs == 2:
         def op2(x: Any, y: Any) -> Any:
-            if isinstance(x, Tracer) or isinstance(y, Tracer):
-                return bind(prim, x, y)
+            xt = isinstance(x, Tracer)
+            if xt or isinstance(y, Tracer):
+                if xt and isinstance(y, Tracer):
+                    return bind(prim, x, y)
+                tr = (x if xt else y)._trace
+                if not tr.alive:
+                    raise _leak_error(tr)
+                other = y if xt else x
+                if not (other.dtype.kind in _NUMERIC_KINDS if type(other) is np.ndarray
+                        else type(other) in _PY_SCALARS or _accepted(other)):
+                    raise _op_error(prim, (x, y), {}, None)
+                return tr.process_primitive(prim, (x, y), _NO_PARAMS)
             try:
                 out = impl(x, y)
             except Exception as e:
@@ -362,17 +375,28 @@ class Trace:
         return isinstance(x, Tracer) and x._trace is self
 
 
-@contextmanager
-def new_trace(cls: type, *args: Any, **kwargs: Any):
-    """Push a new trace of class ``cls`` on this thread's stack for a ``with`` body."""
-    stack = _state.stack
-    trace = cls(len(stack) + 1, *args, **kwargs)
-    stack.append(trace)
-    try:
-        yield trace
-    finally:
-        stack.pop()
-        trace.alive = False
+class new_trace:  # noqa: N801  (used like a function: ``with new_trace(JVPTrace) as t``)
+    """Push a new trace of class ``cls`` on this thread's stack for a ``with`` body.
+
+    On exit the trace is popped and marked dead, so its tracers can no longer be
+    used (a leaked tracer raises :class:`LeakedTracerError`).  A class rather
+    than a generator-based context manager: it is entered once per transformed
+    call, so its cost counts.
+    """
+
+    __slots__ = ("trace", "stack")
+
+    def __init__(self, cls: type, *args: Any, **kwargs: Any):
+        self.stack = _state.stack
+        self.trace = cls(len(self.stack) + 1, *args, **kwargs)
+
+    def __enter__(self) -> Any:
+        self.stack.append(self.trace)
+        return self.trace
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stack.pop()
+        self.trace.alive = False
 
 
 def _facade():

@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
 __all__ = ["PyTreeDef", "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves",
            "tree_structure", "register_pytree_node", "register_dataclass", "treedef_is_leaf"]
 
@@ -60,9 +62,14 @@ def _is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
+_LEAF_TYPES = frozenset([np.ndarray, float, int, bool, complex, np.float64, np.float32])
+
+
 def _node(x: Any) -> tuple[Any, Any, list] | None:
     """(node type, aux data, children) for a container, ``None`` for a leaf."""
     t = type(x)
+    if t in _LEAF_TYPES:          # the common leaves first
+        return None
     if t is tuple or t is list:
         return t, None, list(x)
     if t is dict:
@@ -85,7 +92,7 @@ def _node(x: Any) -> tuple[Any, Any, list] | None:
 class PyTreeDef:
     """The structure of a pytree: its containers, without the leaves."""
 
-    __slots__ = ("node_type", "aux", "children", "num_leaves", "_hash", "_build_fn")
+    __slots__ = ("node_type", "aux", "children", "num_leaves", "_hash", "_build_fn", "_interned")
 
     def __init__(self, node_type: Any, aux: Any, children: tuple):
         self.node_type = node_type   # "leaf", None (for None), or a container type
@@ -94,9 +101,12 @@ class PyTreeDef:
         self.num_leaves = 1 if node_type == "leaf" else sum(c.num_leaves for c in children)
         self._hash: int | None = None
         self._build_fn: Any = None     # compiled rebuild function, made on first unflatten
+        self._interned = False
 
     def __eq__(self, other: object) -> bool:
         # iterative, so structures nested thousands deep compare without RecursionError
+        if self is other:
+            return True
         if not isinstance(other, PyTreeDef):
             return False
         stack = [(self, other)]
@@ -132,6 +142,26 @@ class PyTreeDef:
 
 
 LEAF = PyTreeDef("leaf", None, ())
+
+# Structures are interned: flattening the same structure twice gives the same PyTreeDef
+# object, so comparing structures is usually an identity check and the compiled rebuild
+# function (see unflattener) is made once per structure, not once per call.
+_INTERNED: dict[tuple, PyTreeDef] = {}
+_INTERN_LIMIT = 100_000
+
+
+def _intern(node_type: Any, aux: Any, children: tuple) -> PyTreeDef:
+    key = (node_type, aux, tuple(map(id, children)))
+    try:
+        d = _INTERNED.get(key)
+    except TypeError:                     # unhashable aux data: no interning
+        return PyTreeDef(node_type, aux, children)
+    if d is None:
+        d = PyTreeDef(node_type, aux, children)
+        if len(_INTERNED) < _INTERN_LIMIT and all(c is LEAF or c._interned for c in children):
+            d._interned = True
+            _INTERNED[key] = d
+    return d
 
 
 def _describe(d: PyTreeDef) -> str:
@@ -184,7 +214,7 @@ def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tup
             node_type, aux, n = info
             children = tuple(built[len(built) - n:]) if n else ()
             del built[len(built) - n:]
-            built.append(PyTreeDef(node_type, aux, children))
+            built.append(_intern(node_type, aux, children))
             continue
         node = None if (is_leaf is not None and is_leaf(x)) else _node(x)
         if node is None:

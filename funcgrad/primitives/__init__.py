@@ -9,7 +9,9 @@
 ``registry`` maps each name to its :class:`~funcgrad.core.Primitive`.
 """
 
-from funcgrad.primitives import elementwise, indexing, linalg, reduce, shape  # noqa: F401
+from funcgrad.primitives import _base, elementwise, indexing, linalg, reduce, shape  # noqa: F401
 from funcgrad.primitives._base import registry
+
+_base.ew, _base.red, _base.sh = elementwise, reduce, shape
 
 __all__ = ["registry"]

@@ -16,6 +16,12 @@ from funcgrad.core import Primitive, ShapedArray, bind, dtype_of
 
 registry: dict[str, Primitive] = {}
 
+# The primitive modules, bound by funcgrad/primitives/__init__.py once they are all
+# defined (the generic rules below call their binders; importing here would be circular).
+ew: Any = None
+red: Any = None
+sh: Any = None
+
 
 def register(prim: Primitive) -> Primitive:
     if prim.name in registry:
@@ -80,9 +86,6 @@ def unbroadcast(g: Any, like: Any) -> Any:
     dt = getattr(like, "dtype", None)
     if gshape == target and dt is not None and getattr(g, "dtype", None) == dt:
         return g          # the common case: nothing to undo
-    from funcgrad.primitives import elementwise as ew
-    from funcgrad.primitives import reduce as red
-    from funcgrad.primitives import shape as sh
     target, gshape = tuple(target), tuple(gshape)
     if gshape != target:
         lead = len(gshape) - len(target)
@@ -102,7 +105,6 @@ def unbroadcast(g: Any, like: Any) -> Any:
 
 def move_to_front(x: Any, bdim: int | None, size: int) -> Any:
     """Batch dimension of ``x`` moved to axis 0 (broadcast in if unbatched)."""
-    from funcgrad.primitives import shape as sh
     if bdim is None:
         return sh.broadcast_to(x, (size,) + shape_of(x))
     if bdim == 0:
@@ -125,7 +127,6 @@ def align_batched(args: tuple, bdims: tuple) -> list:
     below the largest one, size-1 axes after it; unbatched operands are left as
     they are (NumPy's right-aligned broadcasting then does the rest).
     """
-    from funcgrad.primitives import shape as sh
     ranks = [ndim_of(x) - (d is not None) for x, d in zip(args, bdims)]
     top = max(ranks)
     out = []
@@ -144,7 +145,6 @@ def align_batched(args: tuple, bdims: tuple) -> list:
 # --------------------------------------------------- elementwise primitives ---
 
 def _linear_term(coef: int) -> Callable:
-    from funcgrad.primitives import elementwise as ew
     if coef == 1:
         return lambda t, out, *args, **p: t
     return lambda t, out, *args, **p: ew.neg(t)
