@@ -206,8 +206,13 @@ class VJPTrace(Trace):
         if self.level > 1 and any(isinstance(p, Tracer) for p in primals):
             out = bind(prim, *primals, **params)
         else:
-            out = _eval(prim, primals, params)
-        if not parents or prim.zero_derivative or getattr(out, "dtype", _F64).kind not in "fc":
+            try:
+                out = prim.impl(*primals, **params)
+            except Exception as e:
+                raise _op_error(prim, tuple(primals), params, e) from None
+        if not parents or prim.zero_derivative or (
+                out.dtype.kind if type(out) is np.ndarray else getattr(out, "dtype", _F64).kind
+        ) not in "fc":
             return out
         if prim.vjp is None:
             raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
@@ -217,14 +222,6 @@ class VJPTrace(Trace):
 
 
 _F64 = np.dtype(np.float64)
-
-
-def _eval(prim: Primitive, args: list, params: dict) -> Any:
-    """``prim`` on concrete values (what ``bind`` would do, minus its tracer search)."""
-    try:
-        return prim.impl(*args, **params)
-    except Exception as e:
-        raise _op_error(prim, tuple(args), params, e) from None
 
 
 def backward_pass(tape: list[Node], roots: list[Node], cts: list) -> dict[Node, Any]:

@@ -248,6 +248,8 @@ def binder(prim: Primitive, nargs: int, name: str | None = None, doc: str | None
                 out = impl(x)
             except Exception as e:
                 raise fail((x,), e) from None
+            if type(out) is np.ndarray and out.dtype.kind in "fc":
+                return out                  # the common case
             if getattr(out, "dtype", _F64).kind in _BAD_KINDS:
                 raise fail((x,), None)
             if type(out) is not np.ndarray and type(x) in _PY_SCALARS:
@@ -272,6 +274,8 @@ def binder(prim: Primitive, nargs: int, name: str | None = None, doc: str | None
                 out = impl(x, y)
             except Exception as e:
                 raise fail((x, y), e) from None
+            if type(out) is np.ndarray and out.dtype.kind in "fc":
+                return out                  # the common case
             if getattr(out, "dtype", _F64).kind in _BAD_KINDS:
                 raise fail((x, y), None)
             if type(out) is not np.ndarray and type(x) in _PY_SCALARS and type(y) in _PY_SCALARS:

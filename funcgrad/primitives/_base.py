@@ -81,11 +81,14 @@ def unbroadcast(g: Any, like: Any) -> Any:
     for its gradient: every rule returns the cotangent of the broadcast result
     and calls this to bring it back to the operand's shape.
     """
+    if type(g) is np.ndarray and type(like) is np.ndarray:
+        if g.shape == like.shape and g.dtype == like.dtype:
+            return g      # the common case: nothing to undo
     target = getattr(like, "shape", ())
     gshape = getattr(g, "shape", ())
     dt = getattr(like, "dtype", None)
     if gshape == target and dt is not None and getattr(g, "dtype", None) == dt:
-        return g          # the common case: nothing to undo
+        return g
     target, gshape = tuple(target), tuple(gshape)
     if gshape != target:
         lead = len(gshape) - len(target)
