@@ -153,7 +153,9 @@ class Primitive:
         self.vjp: Callable | None = None
         self.batch: Callable | None = None
         self.zero_derivative = False
-        self.codegen: str | None = None   # optional Python expression template for jit
+        # for jit: a Python expression template ("{0} + {1}"), or a function
+        # (arg sources, in avals, **params) -> expression or None (then impl is called)
+        self.codegen: str | Callable | None = None
 
     def bind(self, *args: Any, **params: Any) -> Any:
         return bind(self, *args, **params)

@@ -69,6 +69,21 @@ def _matmul_impl(a: Any, b: Any) -> Any:
 matmul_p = register(Primitive("matmul", _matmul_impl, _matmul_aval))
 
 
+def _matmul_codegen(args: list, avals: list) -> str | None:
+    """jit's choice, made once from the shapes, of what ``_matmul_impl`` decides per call."""
+    a, b = avals
+    if a.weak_type or b.weak_type:
+        return None
+    if a.ndim >= 2 and b.ndim >= 2 and a.shape[-1] == 1 and b.shape[-2] == 1:
+        return f"np.multiply({args[0]}, {args[1]})"
+    if a.ndim > 2 and b.ndim == 2:
+        return None           # the stacked case reshapes only when contiguous: leave it to impl
+    return f"{args[0]} @ {args[1]}"
+
+
+matmul_p.codegen = _matmul_codegen
+
+
 def matmul(a: Any, b: Any) -> Any:
     return bind(matmul_p, a, b)
 
