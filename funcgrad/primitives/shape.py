@@ -119,19 +119,24 @@ def _broadcast_aval(aval: ShapedArray, *, shape: tuple) -> ShapedArray:
 
 
 def _broadcast_impl(x, shape):
-    """``np.broadcast_to`` as a zero-stride view, built directly where that is simple (10x faster)."""
+    """``np.broadcast_to`` as a zero-stride view, built directly for contiguous inputs.
+
+    NumPy's own ``broadcast_to`` is a Python-level wrapper costing several
+    microseconds; gradients of sums and means broadcast on every call.
+    """
     x = np.asarray(x)
-    if x.ndim == 0:
+    nd = x.ndim
+    if nd == 0:
         return np.ndarray(shape, x.dtype, x, 0, (0,) * len(shape))
-    if x.ndim == len(shape) and x.flags.c_contiguous and x.size:
-        st = x.strides
-        strides = []
-        for n, m, s in zip(x.shape, shape, st):
+    off = len(shape) - nd
+    if off >= 0 and x.flags.c_contiguous and x.size:
+        strides = [0] * off
+        for n, m, st in zip(x.shape, shape[off:], x.strides):
             if n != m:
                 if n != 1:
                     return np.broadcast_to(x, shape)    # let NumPy raise its error
-                s = 0
-            strides.append(s)
+                st = 0
+            strides.append(st)
         return np.ndarray(shape, x.dtype, x, 0, tuple(strides))
     return np.broadcast_to(x, shape)
 
