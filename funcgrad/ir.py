@@ -132,18 +132,9 @@ def _names() -> Callable[[Var], str]:
 
 
 def _fmt_index(index: tuple) -> str:
-    parts = []
-    for c in index:
-        if c[0] == "s":
-            a, b, s = ("" if v is None else str(v) for v in c[1:])
-            parts.append(f"{a}:{b}" + (f":{s}" if s else ""))
-        elif c[0] == "i":
-            parts.append(str(c[1]))
-        elif c[0] == "n":
-            parts.append("None")
-        else:
-            parts.append(f"#{c[1]}")
-    return "[" + ", ".join(parts) + "]"
+    from funcgrad.primitives.indexing import index_parts
+    n = sum(1 for c in index if c[0] == "a")
+    return "[" + ", ".join(index_parts(index, [f"#{j}" for j in range(n)])) + "]"
 
 
 def _fmt_param(k: str, v: Any) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 from funcgrad.core import Tracer, get_aval
 from funcgrad.ir import Jaxpr, Literal, _check_leaf, _static_tuple, split_static, trace_to_jaxpr
 from funcgrad.passes import optimize
+from funcgrad.primitives.indexing import index_parts
 from funcgrad.primitives.shape import _broadcast_impl
 from funcgrad.tree_util import tree_flatten, unflattener
 
@@ -59,17 +60,7 @@ def _src_literal(lit: Literal, ns: dict, like: list) -> str:
 
 
 def _index_src(index: tuple, arr_srcs: list[str]) -> str:
-    parts = []
-    for c in index:
-        if c[0] == "s":
-            a, b, s = ("" if v is None else str(v) for v in c[1:])
-            parts.append(f"{a}:{b}" + (f":{s}" if s else ""))
-        elif c[0] == "i":
-            parts.append(str(c[1]))
-        elif c[0] == "n":
-            parts.append("None")
-        else:
-            parts.append(arr_srcs[c[1]])
+    parts = index_parts(index, arr_srcs)
     return ", ".join(parts) + ("," if len(parts) == 1 else "")
 
 

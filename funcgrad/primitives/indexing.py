@@ -37,6 +37,22 @@ def to_numpy_index(index: tuple, arrays: Sequence) -> tuple:
     return tuple(out)
 
 
+def index_parts(index: tuple, array_names: Sequence[str]) -> list[str]:
+    """The components of ``index`` as Python source (``1:3``, ``None``, an array's name)."""
+    parts = []
+    for c in index:
+        if c[0] == "s":
+            a, b, s = ("" if v is None else str(v) for v in c[1:])
+            parts.append(f"{a}:{b}" + (f":{s}" if s else ""))
+        elif c[0] == "i":
+            parts.append(str(c[1]))
+        elif c[0] == "n":
+            parts.append("None")
+        else:
+            parts.append(array_names[c[1]])
+    return parts
+
+
 def has_arrays(index: tuple) -> bool:
     return any(c[0] == "a" for c in index)
 
