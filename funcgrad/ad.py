@@ -16,6 +16,7 @@ primitives, so the backward pass is itself traceable: ``grad(grad(f))``,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from threading import get_ident
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from funcgrad.core import (
     _op_error,
     bind,
     check_output,
+    check_thread,
     dtype_of,
     get_aval,
     is_float,
@@ -82,6 +84,8 @@ class JVPTrace(Trace):
     name = "jvp"
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
+        if self.thread != get_ident():
+            check_thread(self)        # a tracer handed to another thread
         primals, tangents, any_t = [], [], False
         for a in args:
             if type(a) is JVPTracer and a._trace is self:
@@ -192,6 +196,8 @@ class VJPTrace(Trace):
         self.tape: list[Node] = []
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
+        if self.thread != get_ident():
+            check_thread(self)        # a tracer handed to another thread
         primals, parents, needed = [], [], []
         i = 0
         for a in args:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from funcgrad.core import (
     ShapedArray,
     Trace,
     Tracer,
+    check_thread,
     dtype_of,
     new_trace,
     unsupported_type_message,
@@ -60,6 +62,8 @@ class BatchTrace(Trace):
         self.axis_size = axis_size
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
+        if self.thread != get_ident():
+            check_thread(self)        # a tracer handed to another thread
         vals, dims = [], []
         for a in args:
             if type(a) is BatchTracer and a._trace is self:

@@ -181,8 +181,11 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
             if top is None or tr.level > top.level:
                 top = tr
             elif tr is not top and tr.level == top.level:
+                check_thread(tr)
+                check_thread(top)
+                names = tr.name if tr.name == top.name else f"{top.name} and {tr.name}"
                 raise LeakedTracerError(
-                    f"{prim.name}: mixes tracers of two different {tr.name} transformations "
+                    f"{prim.name}: mixes tracers of two different transformations ({names}) "
                     "at the same level; a tracer escaped from one transformation into "
                     "another (leaked tracer). Return values out of transformed functions "
                     "instead of storing tracers in outside variables.")
@@ -485,6 +488,7 @@ class Tracer:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         if not self._trace.alive:
             raise _leak_error(self._trace)
+        check_thread(self._trace)
         raise TypeError(
             f"a traced array ({self.aval.str_short()}, under {self._trace.name}) cannot be "
             "converted to a NumPy array: inside transformed functions use funcgrad.numpy "
