@@ -54,6 +54,7 @@ PROGRAMS: dict[str, tuple[Callable, tuple]] = {
     "transcendental": (lambda x, p: (fnp.exp(x), fnp.log(p), fnp.log1p(p), fnp.expm1(x), fnp.sqrt(p),
                                      fnp.sin(x), fnp.cos(x), fnp.tan(x * 0.3), fnp.tanh(x), fnp.sinh(x),
                                      fnp.cosh(x), fnp.arctan(x), fnp.abs(x)), (X, P)),
+    "step": (lambda x: registry["step"].bind(x - 0.5), (np.array([0.0, 0.5, 1.0]),)),
     "piecewise": (lambda x, y: (fnp.sign(x), fnp.floor(x), fnp.maximum(x, y), fnp.minimum(x, y),
                                 fnp.clip(x, -0.5, 0.5), fnp.where(x > y, x, y)), (X, Y)),
     "comparisons": (lambda x, y: (x == y, x != y, x < y, x <= y, x > y, x >= y, (x > 0) & (y > 0),

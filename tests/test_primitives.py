@@ -318,6 +318,7 @@ def test_scatter_set_gradient_blocks_overwritten_entries():
 ZERO_GRAD_FUNS = {
     "sign": lambda x: fnp.sum(fnp.sign(x) * 3.0),
     "floor": lambda x: fnp.sum(fnp.floor(x)),
+    "step": lambda x: fnp.sum(registry["step"].bind(x) * 3.0),
     "comparisons": lambda x: fnp.sum((x > 0.1).astype(x.dtype) + (x <= 0.2).astype(x.dtype)
                                      + (x >= 0.3).astype(x.dtype) + (x == x).astype(x.dtype)
                                      + (x != 1.0).astype(x.dtype)),

@@ -50,19 +50,22 @@ def _pow_exponent(t, out, x, y):
 pow_p = elementwise("pow", np.power, (_pow_base, _pow_exponent), codegen="{0} ** {1}")
 
 
-def _extremum_term(first: bool, wins):
-    """d max(x, y): t where this operand wins, t/2 at ties (as JAX), 0 elsewhere."""
+def _extremum_term(first: bool, is_max: bool):
+    """d max(x, y)/dx = step(x - y): 1 where x wins, 1/2 at ties (as JAX), 0 elsewhere.
+
+    One ``step`` (``np.heaviside``) instead of comparisons and selects: for
+    ``maximum(z, 0)`` (ReLU) the derivative costs two array operations, as by hand.
+    """
     def term(t, out, x, y):
-        a, b = (x, y) if first else (y, x)
-        return select(wins(a, b), t, select(eq(a, b), mul(t, 0.5), 0))
+        a, b = (x, y) if first == is_max else (y, x)
+        d = a if type(b) in (int, float) and b == 0 else sub(a, b)
+        return mul(t, step(d))
     return term
 
 
-max_p = elementwise("max", np.maximum, (_extremum_term(True, lambda a, b: gt(a, b)),
-                                         _extremum_term(False, lambda a, b: gt(a, b))),
+max_p = elementwise("max", np.maximum, (_extremum_term(True, True), _extremum_term(False, True)),
                     codegen="np.maximum({0}, {1})")
-min_p = elementwise("min", np.minimum, (_extremum_term(True, lambda a, b: lt(a, b)),
-                                         _extremum_term(False, lambda a, b: lt(a, b))),
+min_p = elementwise("min", np.minimum, (_extremum_term(True, False), _extremum_term(False, False)),
                     codegen="np.minimum({0}, {1})")
 
 # ---- transcendental ---------------------------------------------------------
@@ -95,6 +98,8 @@ and_p = elementwise("and", np.logical_and, zero_derivative=True, codegen="np.log
 or_p = elementwise("or", np.logical_or, zero_derivative=True, codegen="np.logical_or({0}, {1})")
 not_p = elementwise("not", np.logical_not, zero_derivative=True, codegen="np.logical_not({0})")
 isfinite_p = elementwise("isfinite", np.isfinite, zero_derivative=True, codegen="np.isfinite({0})")
+step_p = elementwise("step", lambda x: np.heaviside(x, 0.5), zero_derivative=True,
+                     codegen="np.heaviside({0}, 0.5)")    # 0, 1/2, 1 for x <, ==, > 0
 stop_gradient_p = elementwise("stop_gradient", lambda x: x, zero_derivative=True, codegen="{0}")
 
 # ---- select (where) --------------------------------------------------------
@@ -134,6 +139,7 @@ tanh = binder(tanh_p, 1)
 sinh = binder(sinh_p, 1)
 cosh = binder(cosh_p, 1)
 sign = binder(sign_p, 1)
+step = binder(step_p, 1)
 eq = binder(eq_p, 2)
 gt = binder(gt_p, 2)
 lt = binder(lt_p, 2)
