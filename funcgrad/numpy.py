@@ -139,11 +139,19 @@ def clip(x, a_min=None, a_max=None):
 
 
 def logaddexp(x, y):
-    """``log(exp(x) + exp(y))`` without overflow."""
-    m = maximum(x, y)
-    d = subtract(x, y)
-    d = where(isnan(d), 0, d)   # inf - inf: both equal, the correction is log(2)
-    return add(m, log1p(exp(negative(abs(d)))))
+    """``log(exp(x) + exp(y))`` without overflow: ``big + log1p(exp(small - big))``.
+
+    ``big``/``small`` are selected from the inputs (no ``max``/``abs`` kink), so the
+    formula is exact on each side and every derivative is right, also at ``x == y``
+    (where ``|x - y|`` would give a zero second derivative).  NaN propagates to the value
+    and the derivatives; equal infinities give that infinity, as in NumPy.
+    """
+    first = greater_equal(x, y)
+    big = where(first, x, y)
+    small = where(first, y, x)
+    d = subtract(small, big)
+    d = where(logical_and(equal(big, small), logical_not(isfinite(big))), 0, d)   # inf - inf
+    return add(big, log1p(exp(d)))
 
 
 def astype(x, dtype):
