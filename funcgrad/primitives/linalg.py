@@ -48,6 +48,9 @@ def _matmul_aval(a: ShapedArray, b: ShapedArray) -> ShapedArray:
     return ShapedArray(shape, dt, weak)
 
 
+_EINSUM_MIN = 4096
+
+
 def _matmul_impl(a: Any, b: Any) -> Any:
     """``np.matmul``, with two shapes NumPy handles slowly sent to faster equivalents.
 
@@ -60,6 +63,8 @@ def _matmul_impl(a: Any, b: Any) -> Any:
     except AttributeError:
         return np.matmul(a, b)
     if na >= 2 and nb >= 2 and a.shape[-1] == 1 and b.shape[-2] == 1:
+        if a.size * b.shape[-1] >= _EINSUM_MIN:      # big outer products: einsum's loop is ~2x faster
+            return np.einsum("...ik,...kj->...ij", a, b)
         return np.multiply(a, b)
     if na > 2 and nb == 2 and a.flags.c_contiguous:
         return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
@@ -75,6 +80,8 @@ def _matmul_codegen(args: list, avals: list) -> str | None:
     if a.weak_type or b.weak_type:
         return None
     if a.ndim >= 2 and b.ndim >= 2 and a.shape[-1] == 1 and b.shape[-2] == 1:
+        if a.size * b.shape[-1] >= _EINSUM_MIN:
+            return f"np.einsum('...ik,...kj->...ij', {args[0]}, {args[1]})"
         return f"np.multiply({args[0]}, {args[1]})"
     if a.ndim > 2 and b.ndim == 2:
         return None           # the stacked case reshapes only when contiguous: leave it to impl
