@@ -120,16 +120,20 @@ def _matmul_vjp(ct, out, primals, needed):
     if na <= 2 and nb <= 2 and (na == 1 or nb == 1):     # vector cases, without reshapes
         if na == 1 and nb == 1:                           # inner product
             return [ew.mul(ct, b) if 0 in needed else None, ew.mul(ct, a) if 1 in needed else None]
+        # outer products as matmuls with a contraction of size 1 (impl/jit pick the fastest
+        # way: a broadcast multiply for small ones, einsum for big or batched ones)
         if nb == 1:                                       # (m, k) @ (k,) -> (m,)
             if 0 in needed:
-                res[0] = ew.mul(sh.reshape(ct, (shape_of(ct)[0], 1)), b)
+                res[0] = matmul(sh.reshape(ct, (shape_of(ct)[0], 1)),
+                                sh.reshape(b, (1, shape_of(b)[0])))
             if 1 in needed:
                 res[1] = matmul(ct, a)
         else:                                             # (k,) @ (k, n) -> (n,)
             if 0 in needed:
                 res[0] = matmul(b, ct)
             if 1 in needed:
-                res[1] = ew.mul(sh.reshape(a, (shape_of(a)[0], 1)), ct)
+                res[1] = matmul(sh.reshape(a, (shape_of(a)[0], 1)),
+                                sh.reshape(ct, (1, shape_of(ct)[0])))
         return [r if r is None else unbroadcast(r, p) for r, p in zip(res, primals)]
     a_vec, b_vec = na == 1, nb == 1
     a2 = sh.reshape(a, (1,) + shape_of(a)) if a_vec else a
