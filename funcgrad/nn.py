@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import funcgrad.numpy as fnp
+from funcgrad.ad import stop_gradient
 from funcgrad.core import ConcretizationError, dtype_of, to_concrete
 
 __all__ = ["relu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "logsumexp",
@@ -63,14 +64,36 @@ def softplus(x: Array) -> Array:
     return fnp.where(pos, xp + fnp.log1p(fnp.exp(-xp)), fnp.log1p(fnp.exp(xn)))
 
 
+def _shift(x: Array, axis: Any) -> tuple[Array, Array]:
+    """``(x - m, m)``, ``m`` the maximum along ``axis`` (kept; 0 where not finite), held constant.
+
+    Nothing depends on ``m`` mathematically, so treating it as a constant changes no
+    derivative; but the shifted values are small, so ``exp(s - logsumexp(s))`` (the softmax,
+    the gradient) and ``s - logsumexp(s)`` are accurate to a few ulps even for inputs of
+    size 1e3..1e30, where ``x - logsumexp(x)`` would lose the digits of ``|x|``.
+    """
+    m = fnp.max(x, axis=axis, keepdims=True)
+    m = stop_gradient(fnp.where(fnp.isfinite(m), m, 0))
+    return x - m, m
+
+
 def logsumexp(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
-    """``log(sum(exp(x), axis))``, computed with the maximum subtracted."""
-    return fnp.logsumexp(x, axis=axis, keepdims=keepdims)
+    """``log(sum(exp(x), axis))``, computed with the maximum subtracted (also for derivatives)."""
+    s, m = _shift(x, axis)
+    out = fnp.logsumexp(s, axis=axis, keepdims=True) + m
+    if keepdims:
+        return out
+    axes = fnp._axes(x, axis, "logsumexp")
+    return fnp.reshape(out, tuple(n for i, n in enumerate(fnp.shape(x)) if i not in axes))
 
 
 def log_softmax(x: Array, axis: int = -1) -> Array:
-    """``x - logsumexp(x)`` along ``axis``: log-probabilities, stable for any logits."""
-    return x - fnp.logsumexp(x, axis=axis, keepdims=True)
+    """``x - logsumexp(x)`` along ``axis``: log-probabilities, stable for any logits.
+
+    Computed as ``s - logsumexp(s)`` with ``s = x - max(x)`` (see :func:`_shift`).
+    """
+    s, _ = _shift(x, axis)
+    return s - fnp.logsumexp(s, axis=axis, keepdims=True)
 
 
 def softmax(x: Array, axis: int = -1) -> Array:
