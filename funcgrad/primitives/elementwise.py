@@ -98,8 +98,20 @@ and_p = elementwise("and", np.logical_and, zero_derivative=True, codegen="np.log
 or_p = elementwise("or", np.logical_or, zero_derivative=True, codegen="np.logical_or({0}, {1})")
 not_p = elementwise("not", np.logical_not, zero_derivative=True, codegen="np.logical_not({0})")
 isfinite_p = elementwise("isfinite", np.isfinite, zero_derivative=True, codegen="np.isfinite({0})")
-step_p = elementwise("step", lambda x: np.heaviside(x, 0.5), zero_derivative=True,
-                     codegen="np.heaviside({0}, 0.5)")    # 0, 1/2, 1 for x <, ==, > 0
+def _step_impl(x: Any) -> Any:
+    """0, 1/2, 1 where x <, ==, > 0 (as ``np.heaviside(x, 0.5)``, which is ~10x slower)."""
+    x = np.asarray(x)
+    dt = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
+    if x.ndim == 0:
+        return dt.type(0.5) if x == 0 else dt.type(x > 0)
+    out = (x > 0).astype(dt)
+    ties = x == 0
+    if ties.any():
+        out[ties] = 0.5
+    return out
+
+
+step_p = elementwise("step", _step_impl, zero_derivative=True)
 stop_gradient_p = elementwise("stop_gradient", lambda x: x, zero_derivative=True, codegen="{0}")
 
 # ---- select (where) --------------------------------------------------------
