@@ -2,7 +2,12 @@
 
 import os
 
-from hypothesis import HealthCheck, settings
+# One BLAS thread: the suite's matrices are small, and on a 2-core machine threaded BLAS
+# only adds contention (set before NumPy is first imported, where possible).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
