@@ -162,8 +162,8 @@ class Node:
         self.params = params
         self.primals = primals
         self.out = out
-        self.parents = parents   # [(argument index, Node)] for the traced arguments
-        self.needed = needed     # those argument indices: the cotangents the rule must give
+        self.parents = parents   # the Nodes of the traced arguments ...
+        self.needed = needed     # ... and their argument indices: the cotangents the rule gives
 
 
 class VJPTracer(Tracer):
@@ -198,16 +198,21 @@ class VJPTrace(Trace):
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
         if self.thread != get_ident():
             check_thread(self)        # a tracer handed to another thread
-        primals, parents, needed = [], [], []
-        i = 0
-        for a in args:
-            if type(a) is VJPTracer and a._trace is self:
-                primals.append(a.primal)
-                parents.append((i, a.node))
-                needed.append(i)
-            else:
-                primals.append(a)
-            i += 1
+        if len(args) == 1:                 # the common unary case, without the loop
+            a = args[0]                    # (bind chose this trace, so a is one of ours)
+            primals, parents, needed = [a.primal], [a.node], _FIRST
+        else:
+            primals, parents, needed = [], [], []
+            i = 0
+            for a in args:
+                if type(a) is VJPTracer and a._trace is self:
+                    primals.append(a.primal)
+                    parents.append(a.node)
+                    needed.append(i)
+                else:
+                    primals.append(a)
+                i += 1
+            needed = tuple(needed)
         # at level 1 no outer transformation exists, so the primals are concrete
         if self.level > 1 and any(isinstance(p, Tracer) for p in primals):
             out = bind(prim, *primals, **params)
@@ -222,12 +227,13 @@ class VJPTrace(Trace):
             return out
         if prim.vjp is None:
             raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
-        node = Node(prim, params, primals, out, parents, tuple(needed))
+        node = Node(prim, params, primals, out, parents, needed)
         self.tape.append(node)
         return VJPTracer(self, out, node)
 
 
 _F64 = np.dtype(np.float64)
+_FIRST = (0,)
 
 
 def backward_pass(tape: list[Node], roots: list[Node], cts: list) -> dict[Node, Any]:
@@ -248,7 +254,7 @@ def backward_pass(tape: list[Node], roots: list[Node], cts: list) -> dict[Node, 
         params = n.params
         in_cts = (n.prim.vjp(g, n.out, n.primals, n.needed, **params) if params
                   else n.prim.vjp(g, n.out, n.primals, n.needed))
-        for i, p in n.parents:
+        for i, p in zip(n.needed, n.parents):
             c = in_cts[i]
             if c is None:
                 continue
