@@ -68,6 +68,13 @@ def _index_src(index: tuple, arr_srcs: list[str]) -> str:
 # their outputs may be overwritten in place once dead.  Views (reshape, transpose,
 # broadcast_to, basic gather, convert to the same dtype) alias their input instead.
 _VIEW_PRIMS = frozenset({"reshape", "transpose", "broadcast_to", "gather", "stop_gradient", "convert"})
+
+
+def _is_view(e: Any) -> bool:
+    """Does equation ``e`` return a view of its first input?  (One-operand ``einsum`` can:
+    ``np.einsum('ii->i', x)`` is a writable view of ``x``.)"""
+    name = e.primitive.name
+    return name in _VIEW_PRIMS or (name == "einsum" and len(e.inputs) == 1)
 _INPLACE_MIN_SIZE = 4096     # below this, NumPy's `out=` handling costs more than allocating
 
 
@@ -81,7 +88,7 @@ def _liveness(jaxpr: Jaxpr) -> tuple[dict[int, int], dict[int, int]]:
                 r = root.get(id(a), id(a))
                 last[r] = k
         out = id(e.outputs[0])
-        if e.primitive.name in _VIEW_PRIMS and not isinstance(e.inputs[0], Literal):
+        if _is_view(e) and not isinstance(e.inputs[0], Literal):
             root[out] = root.get(id(e.inputs[0]), id(e.inputs[0]))
         else:
             root[out] = out
@@ -152,7 +159,7 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             expr = f"_py({expr})"      # Python scalars in, Python scalar out (weak type)
         lines.append(f"    {out} = {expr}")
         names[id(ov)] = out
-        if prim.name not in _VIEW_PRIMS:
+        if not _is_view(e):
             owned.add(id(ov))
         dead = [names[id(a)] for a in {id(a): a for a in e.inputs}.values()
                 if not isinstance(a, Literal) and names[id(a)].startswith("v")
