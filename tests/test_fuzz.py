@@ -106,6 +106,14 @@ class NumpyBackend:
             self.kinks.gap(np.broadcast_to(m, ok.shape)[ok], second[ok])
         return np.max(x, axis=axis, keepdims=keepdims)
 
+    def positive_index(self, v):
+        self.kinks.gap(v, 0.0)
+        return (np.asarray(v) > 0).astype(np.int64)
+
+    def argmax(self, v, axis):
+        self.max(v, axis=axis)               # near-ties are kinks too
+        return np.argmax(v, axis=axis)
+
     @staticmethod
     def logsumexp(x, axis=None, keepdims=False):
         m = np.max(x, axis=axis, keepdims=True)
@@ -141,6 +149,10 @@ class FuncgradBackend:
     @staticmethod
     def where_gt(a, b, x, y):
         return fnp.where(a > b, x, y)
+
+    @staticmethod
+    def positive_index(v):
+        return fnp.astype(v > 0, np.int64)
 
     @staticmethod
     def sigmoid(x):
@@ -282,7 +294,8 @@ def programs(draw: Any, smooth_only: bool = False, max_ops: int = 6) -> Program:
         k = draw(st.one_of(st.just(0), st.integers(0, len(shapes) - 1)))
         return len(shapes) - 1 - k
 
-    kinds = ["unary", "binary", "reduce", "shape", "binary", "matmul", "index", "update", "concat"]
+    kinds = ["unary", "binary", "reduce", "shape", "binary", "matmul", "index", "update", "concat",
+             "traced-index", "method", "einsum"]
     for _ in range(draw(st.integers(2, max_ops))):
         kind = draw(st.sampled_from(kinds))
         i = pick()
@@ -383,6 +396,49 @@ def programs(draw: Any, smooth_only: bool = False, max_ops: int = 6) -> Program:
             else:
                 op = Op(f"at[{idx!r}].{mode}(2.5)", (i,),
                         lambda m, x, ix, md: m.at(x, ix, md, 2.5 if md != "mul" else -1.5), (idx, mode))
+        elif kind == "traced-index" and s:
+            # index arrays computed from values: traced (and batched under vmap), kinks recorded
+            j = pick()
+            t = shapes[j]
+            how = draw(st.sampled_from(["sign", "argmax", "update"]))
+            if how == "argmax" and t and t[-1] <= s[0]:
+                op = Op("x[argmax(v, -1)]", (i, j), lambda m, x, v: m.getitem(x, m.argmax(v, -1)),
+                        smooth=False)
+            elif how == "update" and s[0] >= 2 and _broadcasts_to(s[1:], t + s[1:]):
+                op = Op("x.at[v > 0].add(x[0])", (i, j),
+                        lambda m, x, v: m.at(x, m.positive_index(v), "add", x[0]), smooth=False)
+            elif s[0] >= 2:
+                op = Op("x[v > 0]", (i, j), lambda m, x, v: m.getitem(x, m.positive_index(v)),
+                        smooth=False)
+        elif kind == "method" and s:
+            which = draw(st.sampled_from(["T", "sum", "mean", "reshape", "max", "squeeze"]))
+            if which == "T":
+                op = Op(".T", (i,), lambda m, x: x.T)
+            elif which == "sum":
+                op = Op(".sum(0)", (i,), lambda m, x: x.sum(axis=0))
+            elif which == "mean":
+                op = Op(".mean(-1, keepdims)", (i,), lambda m, x: x.mean(axis=-1, keepdims=True))
+            elif which == "reshape":
+                op = Op(".reshape(-1, 1)", (i,), lambda m, x: x.reshape(-1, 1))
+            elif which == "max":
+                op = Op(".max()", (i,), lambda m, x: m.max(x) + 0 * x.max(), smooth=False)
+            elif 1 in s:
+                op = Op(".squeeze()", (i,), lambda m, x: m.squeeze(x))
+        elif kind == "einsum" and s:
+            j = pick()
+            t = shapes[j]
+            if len(s) == 2 and s[0] == s[1] and draw(st.booleans()):
+                op = Op("einsum(ii->i)", (i,), lambda m, x: m.einsum("ii->i", x))
+            elif len(s) == 2 and len(t) == 2 and s[1] == t[0]:
+                op = Op("einsum(ij,jk->ki)", (i, j), lambda m, a, b: m.einsum("ij,jk->ki", a, b))
+            elif len(s) == 1 and len(t) == 1:
+                if s == t and draw(st.booleans()):
+                    op = Op("dot", (i, j), lambda m, a, b: m.dot(a, b))
+                else:
+                    op = Op("outer", (i, j), lambda m, a, b: m.outer(a, b))
+            elif len(s) >= 1:
+                c = const((s[-1], 2))
+                op = Op("tensordot-const", (i,), lambda m, a, c: m.tensordot(a, c, axes=1), (c,))
         elif kind == "concat" and s:
             j = pick()
             if shapes[j] == s and 2 * _size(s) <= MAX_SIZE:
@@ -471,7 +527,7 @@ def build(draw: Any, kind: str, F: Callable, refF: Callable, in_shapes: list, ou
             return fg.eval_jaxpr(fg.make_jaxpr(F)(*xs), *xs)
         return G, refF, in_shapes, out_shape, Stage(kind, {})
     if kind == "vmap":
-        B = draw(st.integers(1, 3))
+        B = draw(st.sampled_from([2, 1, 3, 0]))       # 0: an empty batch
         axes = [draw(st.sampled_from([None] + list(range(-len(s) - 1, len(s) + 1)))) for s in in_shapes]
         out_axis = draw(st.integers(-len(out_shape) - 1, len(out_shape)))
         new_shapes = []
@@ -484,11 +540,14 @@ def build(draw: Any, kind: str, F: Callable, refF: Callable, in_shapes: list, ou
         size = B if all(a is None for a in axes) else None
         G = fg.vmap(F, in_axes=tuple(axes), out_axes=out_axis, axis_size=size)
 
+        oa = out_axis % (len(out_shape) + 1)
+
         def refG(xs):
             outs = [refF([x if ax is None else np.take(x, b, axis=ax) for x, ax in zip(xs, axes)])
                     for b in range(B)]
+            if not outs:          # an empty batch
+                return np.zeros(out_shape[:oa] + (0,) + out_shape[oa:])
             return np.stack(outs, axis=out_axis)
-        oa = out_axis % (len(out_shape) + 1)
         return G, refG, new_shapes, out_shape[:oa] + (B,) + out_shape[oa:], \
             Stage(kind, {"B": B, "in_axes": tuple(axes), "out_axes": out_axis})
     total = sum(_size(s) for s in in_shapes)
@@ -562,8 +621,8 @@ def check_stack(data: Any, prog: Program, kinds: list) -> None:
     xs = [rng.standard_normal(s).astype(dtype) for s in in_shapes]
     with np.errstate(all="ignore"):
         want = refG([x.astype(np.float64) for x in xs])
-    margin = min(b.kinks.margin for b in backends)
-    magnitude = max(b.kinks.magnitude for b in backends)
+    margin = min((b.kinks.margin for b in backends), default=np.inf)
+    magnitude = max((b.kinks.magnitude for b in backends), default=0.0)
     assume(magnitude < 1e3)
     assume(margin > (2e-2 if n_deriv else 1e-4))    # no kink within reach of the differences
     got = G(*xs)
@@ -623,3 +682,39 @@ def test_check_grads_on_random_smooth_programs(prog: Program, data: Any) -> None
     assume(m.kinks.magnitude < 1e2)
     order = data.draw(st.integers(1, 2), label="order")
     check_grads(lambda *a: prog.run(FG, list(a)), tuple(xs), order=order)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow,
+                                                HealthCheck.data_too_large])
+@given(prog=programs(max_ops=8), data=st.data())
+def test_large_arrays_under_jit_match_eager(prog: Program, data: Any) -> None:
+    """Batches of 4096 examples: big enough for jit's in-place buffer reuse and early frees.
+
+    ``jit(vmap(f))`` and ``jit(vmap(grad(f)))`` equal their eager versions, leave their
+    arguments untouched, and give fresh arrays on every call (results may be views of the
+    arguments, as NumPy's ``reshape`` gives, but never buffers a later call writes to).
+    """
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16), label="seed"))
+    xs = [rng.standard_normal((4096,) + s).astype(prog.dtype) for s in prog.in_shapes]
+    saved = [x.copy() for x in xs]
+    argnums = tuple(range(len(xs)))
+
+    def F(*a):
+        return prog.run(FG, list(a))
+
+    for name, G in [("vmap", fg.vmap(F)),
+                    ("vmap-of-grad", fg.vmap(fg.grad(lambda *a: fnp.sum(F(*a)), argnums=argnums)))]:
+        with np.errstate(all="ignore"):
+            want = fg.tree_util.tree_leaves(G(*xs))
+            GJ = fg.jit(G)
+            got = fg.tree_util.tree_leaves(GJ(*xs))
+            for g in got:
+                if not any(np.shares_memory(g, x) for x in xs):
+                    g[...] = np.nan      # callers own their results: a later call is unaffected
+            again = fg.tree_util.tree_leaves(GJ(*xs))
+        for w, a in zip(want, again):
+            assert a.dtype == w.dtype and a.shape == w.shape, f"{name}: {prog}"
+            tol = 1e-5 if w.dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(a, w, rtol=tol, atol=tol, err_msg=f"{name}: {prog}")
+        for x, s in zip(xs, saved):
+            np.testing.assert_array_equal(x, s, err_msg=f"{name} wrote into its argument: {prog}")
