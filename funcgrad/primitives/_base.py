@@ -195,7 +195,7 @@ def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
             out = bind(prim, *primals, **params)
             t_out = None
             for i, t in enumerate(tangents):
-                if t is None:
+                if t is None or terms[i] is None:     # None: no derivative (select's condition)
                     continue
                 term = terms[i](t, out, *primals, **params)
                 t_out = term if t_out is None else bind(registry["add"], t_out, term)
@@ -206,7 +206,8 @@ def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
         def vjp(ct: Any, out: Any, primals: list, needed: tuple, **params: Any):
             res: list = [None] * len(primals)
             for i in needed:
-                res[i] = unbroadcast(back[i](ct, out, *primals, **params), primals[i])
+                if back[i] is not None:
+                    res[i] = unbroadcast(back[i](ct, out, *primals, **params), primals[i])
             return res
 
         prim.jvp = jvp
