@@ -155,7 +155,14 @@ def logaddexp(x, y):
 
 
 def astype(x, dtype):
-    return _ew.convert(x, _np.dtype(dtype))
+    try:
+        dt = _np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"astype: {e}") from None
+    if dt.kind not in "biufc":
+        raise TypeError(f"astype: dtype {dt} is not numeric; funcgrad arrays hold booleans, "
+                        "integers, floats or complex numbers")
+    return _ew.convert(x, dt)
 
 
 # ------------------------------------------------------------ reductions ---
@@ -319,8 +326,12 @@ def einsum(subscripts: str, *operands):
 def reshape(x, shape, order="C"):
     if order != "C":
         raise NotImplementedError("reshape: only order='C' is supported")
-    shape = (shape,) if isinstance(shape, (int, _np.integer)) else tuple(shape)
-    return _sh.reshape(x, tuple(operator.index(n) for n in shape))
+    try:
+        shape = tuple(operator.index(n) for n in (
+            (shape,) if isinstance(shape, (int, _np.integer)) else tuple(shape)))
+    except TypeError:
+        raise TypeError(f"reshape: shape must be an int or a tuple of ints, got {shape!r}") from None
+    return _sh.reshape(x, shape)
 
 
 def ravel(x):
@@ -332,7 +343,11 @@ def transpose(x, axes=None):
     if axes is None:
         perm = tuple(range(nd))[::-1]
     else:
-        perm = tuple(operator.index(a) % nd if nd else a for a in axes)
+        perm = tuple(operator.index(a) for a in axes)
+        if any(not -nd <= a < nd for a in perm):
+            raise ValueError(f"transpose: axes {tuple(axes)} are out of bounds for an array of "
+                             f"rank {nd}")
+        perm = tuple(a % nd for a in perm)
         if sorted(perm) != list(range(nd)):
             raise ValueError(f"transpose: axes {tuple(axes)} do not match an array of rank {nd}")
     return _sh.transpose(x, perm)
