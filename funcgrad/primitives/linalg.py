@@ -211,6 +211,9 @@ matmul_p.jvp, matmul_p.vjp, matmul_p.batch = _matmul_jvp, _matmul_vjp, _matmul_b
 
 
 # ---- einsum ---------------------------------------------------------------------------
+_SUBSCRIPTS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
 def parse_einsum(spec: str, ndims: list[int]) -> tuple[list[str], str]:
     """Normalise an einsum spec to explicit form: (input subscripts, output subscripts)."""
     spec = spec.replace(" ", "")
@@ -222,6 +225,10 @@ def parse_einsum(spec: str, ndims: list[int]) -> tuple[list[str], str]:
     if len(ins) != len(ndims):
         raise ValueError(f"einsum: spec {spec!r} names {len(ins)} operands but {len(ndims)} were given")
     used = set("".join(ins).replace(".", ""))
+    bad = sorted((used | set((out or "").replace(".", ""))) - set(_SUBSCRIPTS))
+    if bad:
+        raise ValueError(f"einsum: invalid subscript {bad[0]!r} in {spec!r}; subscripts must be "
+                         "letters (a-z, A-Z)")
     free = iter(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in used)
     ell: str | None = None
     parsed = []
