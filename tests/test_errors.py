@@ -363,3 +363,48 @@ def test_leaked_tracer_keeps_its_metadata_for_debugging() -> None:
     t = _leak("jit")
     assert t.shape == (3,) and t.ndim == 1 and t.dtype == np.float64 and len(t) == 3
     assert "jit" in repr(t)
+
+
+# ------------------------------------------------------- funcgrad.numpy arguments ---
+
+FNP_MISTAKES: dict[str, tuple[Callable, type, tuple]] = {
+    # name: (function of a (2, 3) array, exception, words the message must contain)
+    "transpose-axis-out-of-range": (lambda x: fnp.transpose(x, (0, 5)), ValueError,
+                                    ("transpose", "(0, 5)", "out of bounds", "rank 2")),
+    "reshape-non-integer-shape": (lambda x: fnp.reshape(x, (2.5, 2)), TypeError,
+                                  ("reshape", "tuple of ints", "2.5")),
+    "reshape-string-shape": (lambda x: fnp.reshape(x, "ab"), TypeError, ("reshape", "'ab'")),
+    "astype-unknown-dtype": (lambda x: fnp.astype(x, "notadtype"), TypeError,
+                             ("astype", "notadtype")),
+    "astype-string-dtype": (lambda x: fnp.astype(x, str), TypeError, ("astype", "not numeric")),
+    "einsum-digit-subscript": (lambda x: fnp.einsum("i1->", x), ValueError,
+                               ("einsum", "'1'", "letters")),
+}
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit", "grad", "vmap"])
+@pytest.mark.parametrize("name", sorted(FNP_MISTAKES))
+def test_funcgrad_numpy_argument_mistakes(name: str, mode: str) -> None:
+    """Raised when the op is applied (also while tracing), not by NumPy later."""
+    f, exc, needles = FNP_MISTAKES[name]
+    x = np.ones((2, 3))
+    if mode != "eager":     # the same mistakes through the tracer methods
+        method = {"reshape-string-shape": lambda a: a.reshape("ab"),
+                  "astype-string-dtype": lambda a: a.astype(str)}
+        f = method.get(name, f)
+    run = {"eager": lambda: f(x), "jit": lambda: fg.jit(f)(x),
+           "grad": lambda: fg.grad(lambda a: fnp.sum(f(a)))(x),
+           "vmap": lambda: fg.vmap(f)(np.ones((4, 2, 3)))}[mode]
+    _raises(run, exc, *needles)
+
+
+def test_where_with_a_float_condition_differentiates_the_branches() -> None:
+    """``where`` takes any condition NumPy takes; a float one used to crash grad and jvp."""
+    x = np.array([1.0, 0.0, 2.0])
+
+    def f(a):
+        return fnp.where(a, a * 3.0, 1.0)
+
+    np.testing.assert_array_equal(fg.grad(lambda a: fnp.sum(f(a)))(x), [3.0, 0.0, 3.0])
+    np.testing.assert_array_equal(fg.jvp(f, (x,), (np.ones(3),))[1], [3.0, 0.0, 3.0])
+    np.testing.assert_array_equal(fg.jit(fg.grad(lambda a: fnp.sum(f(a))))(x), [3.0, 0.0, 3.0])
