@@ -206,6 +206,7 @@ BINARY: dict[str, Callable] = {
     "maximum": lambda m, a, b: m.maximum(a, b),
     "minimum": lambda m, a, b: m.minimum(a, b),
     "where": lambda m, a, b: m.where_gt(a, b, a * b, a + b),
+    "where-truthy": lambda m, a, b: m.where(a, a * b, b),     # a float condition (a != 0)
 }
 
 REDUCTIONS: dict[str, Callable] = {
