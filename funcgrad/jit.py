@@ -319,7 +319,11 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
     fast: dict[Any, _Entry] = {}     # the same entries, keyed by _signature (no PyTreeDef)
 
     @functools.wraps(fun)
-    def wrapped(*args: Any) -> Any:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(f"jit: keyword arguments ({', '.join(kwargs)}) are not supported; pass "
+                            "them positionally (static ones via static_argnums) or fix them with "
+                            "functools.partial before jit")
         sig = _signature(args, static)
         if sig is _INLINE:
             return fun(*args)       # inside another transformation: inline
