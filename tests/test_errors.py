@@ -408,3 +408,8 @@ def test_where_with_a_float_condition_differentiates_the_branches() -> None:
     np.testing.assert_array_equal(fg.grad(lambda a: fnp.sum(f(a)))(x), [3.0, 0.0, 3.0])
     np.testing.assert_array_equal(fg.jvp(f, (x,), (np.ones(3),))[1], [3.0, 0.0, 3.0])
     np.testing.assert_array_equal(fg.jit(fg.grad(lambda a: fnp.sum(f(a))))(x), [3.0, 0.0, 3.0])
+
+
+def test_jit_keyword_arguments() -> None:
+    _raises(lambda: fg.jit(lambda x, y=1.0: x * y)(X, y=2.0), TypeError, "jit",
+            "keyword arguments (y)", "positionally", "functools.partial")
