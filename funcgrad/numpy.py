@@ -258,7 +258,7 @@ def argmin(x, axis=None, keepdims=False):
 
 
 # ------------------------------------------------------------ linear algebra ---
-def matmul(a, b): return bind(_la.matmul_p, a, b)
+matmul = _binder(_la.matmul_p, 2, "matmul", "Matrix product with NumPy's matmul semantics.")
 
 
 def dot(a, b):

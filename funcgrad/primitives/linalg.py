@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Primitive, ShapedArray, bind
+from funcgrad.core import Primitive, ShapedArray, bind, binder
 from funcgrad.primitives import elementwise as ew
 from funcgrad.primitives import shape as sh
 from funcgrad.primitives._base import (
@@ -91,8 +91,7 @@ def _matmul_codegen(args: list, avals: list) -> str | None:
 matmul_p.codegen = _matmul_codegen
 
 
-def matmul(a: Any, b: Any) -> Any:
-    return bind(matmul_p, a, b)
+matmul = binder(matmul_p, 2)
 
 
 def _swap(x: Any) -> Any:

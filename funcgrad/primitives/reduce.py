@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Primitive, ShapedArray, bind
+from funcgrad.core import Primitive, ShapedArray, bind, binder
 from funcgrad.primitives import elementwise as ew
 from funcgrad.primitives import shape as sh
 from funcgrad.primitives._base import move_to_front, ndim_of, register, result_dtype, shape_of
@@ -234,8 +234,11 @@ argmin_p = _declare_arg("argmin", np.argmin)
 
 
 # ---- binders ------------------------------------------------------------------------
+_reduce_sum = binder(reduce_sum_p, -1)
+
+
 def reduce_sum(x: Any, axes: tuple, keepdims: bool = False) -> Any:
-    return bind(reduce_sum_p, x, axes=tuple(axes), keepdims=keepdims)
+    return _reduce_sum(x, axes=tuple(axes), keepdims=keepdims)
 
 
 def reduce_prod(x: Any, axes: tuple, keepdims: bool = False) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Primitive, ShapedArray, bind
+from funcgrad.core import Primitive, ShapedArray, bind, binder
 from funcgrad.primitives._base import move_to_front, ndim_of, register, shape_of
 
 
@@ -61,13 +61,16 @@ def resolve_shape(shape: Any, size: int, old: tuple) -> tuple:
     return shape
 
 
+_reshape = binder(reshape_p, -1)
+
+
 def reshape(x: Any, shape: tuple) -> Any:
     shape = tuple(shape)
     if shape_of(x) == shape:
         return x
     if -1 in shape:
         shape = resolve_shape(shape, int(np.prod(shape_of(x), dtype=np.int64)), shape_of(x))
-    return bind(reshape_p, x, shape=shape)
+    return _reshape(x, shape=shape)
 
 
 # ---- transpose -----------------------------------------------------------------
@@ -101,11 +104,14 @@ def _transpose_batch(args, bdims, *, perm):
 transpose_p.batch = _transpose_batch
 
 
+_transpose = binder(transpose_p, -1)
+
+
 def transpose(x: Any, perm: tuple) -> Any:
     perm = tuple(perm)
     if perm == tuple(range(len(perm))):
         return x
-    return bind(transpose_p, x, perm=perm)
+    return _transpose(x, perm=perm)
 
 
 # ---- broadcast_to ------------------------------------------------------------------
@@ -166,11 +172,14 @@ def _broadcast_batch(args, bdims, *, shape):
 broadcast_to_p.batch = _broadcast_batch
 
 
+_broadcast_to = binder(broadcast_to_p, -1)
+
+
 def broadcast_to(x: Any, shape: tuple) -> Any:
     shape = tuple(shape)
     if shape_of(x) == shape and not isinstance(x, (int, float, bool, complex)):
         return x
-    return bind(broadcast_to_p, x, shape=shape)
+    return _broadcast_to(x, shape=shape)
 
 
 # ---- concatenate ---------------------------------------------------------------------
