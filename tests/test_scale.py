@@ -49,8 +49,8 @@ def chain_reference(x: np.ndarray, n_eqns: int) -> tuple[float, np.ndarray]:
 
 
 @contextmanager
-def low_recursion_limit(headroom: int = 250) -> Iterator[int]:
-    """Lower Python's recursion limit to the current depth + ``headroom`` (about 300-400)."""
+def low_recursion_limit(headroom: int = 150) -> Iterator[int]:
+    """Lower Python's recursion limit to the current depth + ``headroom`` (about 200-250)."""
     old = sys.getrecursionlimit()
     limit = len(inspect.stack(0)) + headroom
     sys.setrecursionlimit(limit)
@@ -73,8 +73,7 @@ def reference() -> tuple[float, np.ndarray, np.ndarray]:
 
 def test_trace_and_evaluate_a_10000_equation_chain(reference) -> None:
     f = chain(N)
-    with low_recursion_limit() as limit:
-        assert limit <= 400
+    with low_recursion_limit():
         graph = fg.make_jaxpr(f)(X0)
         text = str(graph)
         out = fg.eval_jaxpr(graph, X0)
@@ -154,7 +153,6 @@ MEMORY_TASKS: dict[str, tuple[Callable[[Callable], object], int]] = {
     "make_jaxpr": (lambda f: fg.make_jaxpr(f)(X0), 2_000),
     "grad": (lambda f: fg.grad(f)(X0), 2_000),
     "grad-of-grad": (lambda f: fg.grad(lambda x: fnp.sum(fg.grad(f)(x)))(X0), 2_000),
-    "jvp-of-grad": (lambda f: fg.jvp(fg.grad(f), (X0,), (X0,)), 2_000),
     # these are slow under tracemalloc: a smaller pair of sizes, the same ratio
     "to_networkx": (lambda f: fg.to_networkx(fg.make_jaxpr(f)(X0)), 1_000),
     "jit": (lambda f: fg.jit(f)(X0), 1_000),
