@@ -200,21 +200,42 @@ def _describe(d: PyTreeDef) -> str:
     return "".join(out)
 
 
+class _Close:
+    """Stack marker: the children of a container have been flattened; build its node."""
+
+    __slots__ = ("node_type", "aux", "n")
+
+    def __init__(self, node_type: Any, aux: Any, n: int):
+        self.node_type, self.aux, self.n = node_type, aux, n
+
+
 def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tuple[list, PyTreeDef]:
-    """Leaves (left to right, dict keys sorted) and the tree's structure."""
+    """Leaves (left to right, dict keys sorted) and the tree's structure.
+
+    Iterative (an explicit stack), so deeply nested trees are fine; plain arrays
+    and numbers are recognised by type before any container test.
+    """
     if is_leaf is None and _node(tree) is None:
         return [tree], LEAF      # the common case of a single array
     leaves: list = []
-    # iterative post-order build: stack of (node, state)
-    stack: list = [(tree, None)]
     built: list = []
+    stack: list = [tree]
+    leaf_types = _LEAF_TYPES
     while stack:
-        x, info = stack.pop()
-        if info is not None:
-            node_type, aux, n = info
-            children = tuple(built[len(built) - n:]) if n else ()
-            del built[len(built) - n:]
-            built.append(_intern(node_type, aux, children))
+        x = stack.pop()
+        t = type(x)
+        if t is _Close:
+            n = x.n
+            if n:
+                children = tuple(built[-n:])
+                del built[-n:]
+            else:
+                children = ()
+            built.append(_intern(x.node_type, x.aux, children))
+            continue
+        if t in leaf_types and is_leaf is None:
+            leaves.append(x)
+            built.append(LEAF)
             continue
         node = None if (is_leaf is not None and is_leaf(x)) else _node(x)
         if node is None:
@@ -222,9 +243,8 @@ def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tup
             built.append(LEAF)
             continue
         node_type, aux, children = node
-        stack.append((None, (node_type, aux, len(children))))
-        for c in reversed(children):
-            stack.append((c, None))
+        stack.append(_Close(node_type, aux, len(children)))
+        stack.extend(reversed(children))
     return leaves, built[0]
 
 
