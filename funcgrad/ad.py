@@ -53,6 +53,10 @@ def zeros_like_value(x: Any) -> Any:
 
 def _as_output(x: Any) -> Any:
     """Outputs of transformations are NumPy values, never Python scalars or broadcast views."""
+    if type(x) is np.ndarray:
+        if x.base is not None and 0 in x.strides and x.size > 1:
+            return x.copy()  # a zero-stride view (from broadcasting): give the caller its own array
+        return x
     if isinstance(x, Tracer):
         check_output(x)    # a tracer of a finished transformation (or another thread) escaping
     if isinstance(x, (bool, int, float, complex)):
@@ -234,6 +238,7 @@ class VJPTrace(Trace):
 
 _F64 = np.dtype(np.float64)
 _FIRST = (0,)
+_NO_PARAMS: dict = {}    # shared by input nodes, never mutated
 
 
 def backward_pass(tape: list[Node], roots: list[Node], cts: list) -> dict[Node, Any]:
@@ -280,7 +285,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> tuple:
 def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
     """``vjp`` on already flattened primals (``in_tree`` is the tuple of arguments)."""
     with new_trace(VJPTrace) as trace:
-        inputs = [Node(None, {}, [], x, []) for x in flat]
+        inputs = [Node(None, _NO_PARAMS, (), x, ()) for x in flat]
         tracers = [VJPTracer(trace, x, n) if is_float(x) else x for x, n in zip(flat, inputs)]
         out = fun(*tree_unflatten(in_tree, tracers))
         if has_aux:
