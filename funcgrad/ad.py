@@ -367,10 +367,6 @@ def _flatten_diff_args(args: tuple, nums: tuple, where: str) -> tuple[list, Any]
     return flat, in_tree
 
 
-def _check_diff_inputs(args: tuple, nums: tuple, where: str) -> None:
-    _flatten_diff_args(args, nums, where)
-
-
 def _partial(fun: Callable, args: tuple, nums: tuple) -> Callable:
     def f(*dyn: Any) -> Any:
         full = list(args)
@@ -474,10 +470,9 @@ def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
 
     def jac(*args: Any) -> Any:
         nums = _argnums_tuple(argnums, len(args), "jacfwd")
-        _check_diff_inputs(args, nums, "jacfwd")
+        flat_in, in_tree = _flatten_diff_args(args, nums, "jacfwd")
         f = _partial(fun, args, nums)
         dyn = tuple(args[k] for k in nums)
-        flat_in, in_tree = tree_flatten(dyn)
         basis = _std_basis(flat_in)
 
         def push(*ts: Any) -> Any:
@@ -497,10 +492,8 @@ def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
 
     def jac(*args: Any) -> Any:
         nums = _argnums_tuple(argnums, len(args), "jacrev")
-        _check_diff_inputs(args, nums, "jacrev")
-        f = _partial(fun, args, nums)
-        dyn = tuple(args[k] for k in nums)
-        y, pullback = vjp(f, *dyn)
+        flat_in, in_tree = _flatten_diff_args(args, nums, "jacrev")
+        y, pullback = _vjp(_partial(fun, args, nums), flat_in, in_tree, False)
         flat_out, out_tree = tree_flatten(y)
         basis = _std_basis(flat_out)
         cts = vmap(lambda *c: pullback(tree_unflatten(out_tree, c)))(*basis)
