@@ -376,6 +376,25 @@ def build_big_mlp(ctx: Context) -> Workload:
 CHAIN_CYCLES = 60   # 5 ops each: sin, mul, add, exp, tanh -> 300 ops
 
 
+def _transform_impls(ctx: Context, x0: np.ndarray, make: Callable, name: str) -> list[Impl]:
+    """funcgrad (eager and jit), autograd and JAX (eager and jit) applying the transformation
+    ``name`` ("grad" or "hessian") to ``make(m)``, a function of one array written with ``m``."""
+    f = getattr(fg, name)(make(fnp))
+    jf = fg.jit(f)
+    out = [Impl("funcgrad", lambda: f(x0)), Impl("funcgrad_jit", lambda: jf(x0))]
+    p = ctx.peers
+    if p.autograd:
+        af = getattr(p.autograd, name)(make(p.anp))
+        out.append(Impl("autograd", lambda: af(x0)))
+    if p.jax:
+        xf = getattr(p.jax, name)(make(p.jnp))
+        jjf = p.jax.jit(xf)
+        jx = p.jnp.asarray(x0)
+        out.append(Impl("jax", lambda: _jax_block(xf(jx))))
+        out.append(Impl("jax_jit", lambda: _jax_block(jjf(jx))))
+    return out
+
+
 def build_chain(ctx: Context) -> Workload:
     """(d) grad of a chain of 300 elementwise ops on a length-16 vector (us per op)."""
     rng = np.random.default_rng(5)
@@ -407,21 +426,8 @@ def build_chain(ctx: Context) -> Workload:
         return g
 
     impls = [Impl("numpy", np_grad)]
-    g = fg.grad(make_chain(fnp))
-    impls.append(Impl("funcgrad", lambda: g(x0)))
-    jg = fg.jit(g)
-    impls.append(Impl("funcgrad_jit", lambda: jg(x0)))
+    impls += _transform_impls(ctx, x0, make_chain, "grad")
     p = ctx.peers
-    if p.autograd:
-        ag = p.autograd.grad(make_chain(p.anp))
-        impls.append(Impl("autograd", lambda: ag(x0)))
-    if p.jax:
-        jax = p.jax
-        jgrad = jax.grad(make_chain(p.jnp))
-        jx = p.jnp.asarray(x0)
-        impls.append(Impl("jax", lambda: _jax_block(jgrad(jx))))
-        jjg = jax.jit(jgrad)
-        impls.append(Impl("jax_jit", lambda: _jax_block(jjg(jx))))
     if p.torch:
         torch = p.torch
         tf = make_chain(torch, torch.from_numpy(a), torch.from_numpy(b))
@@ -452,21 +458,8 @@ def build_hessian(ctx: Context) -> Workload:
         return H + np.diag(d)
 
     impls = [Impl("numpy", np_hess)]
-    h = fg.hessian(make_rosen(fnp))
-    impls.append(Impl("funcgrad", lambda: h(x0)))
-    jh = fg.jit(h)
-    impls.append(Impl("funcgrad_jit", lambda: jh(x0)))
+    impls += _transform_impls(ctx, x0, make_rosen, "hessian")
     p = ctx.peers
-    if p.autograd:
-        ah = p.autograd.hessian(make_rosen(p.anp))
-        impls.append(Impl("autograd", lambda: ah(x0)))
-    if p.jax:
-        jax = p.jax
-        jhf = jax.hessian(make_rosen(p.jnp))
-        jx = p.jnp.asarray(x0)
-        impls.append(Impl("jax", lambda: _jax_block(jhf(jx))))
-        jjh = jax.jit(jhf)
-        impls.append(Impl("jax_jit", lambda: _jax_block(jjh(jx))))
     if p.torch:
         torch = p.torch
         th = torch.func.hessian(make_rosen(torch))
