@@ -26,7 +26,7 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 BUCKETS = [  # (bucket, predicate on (file, function name)); first match wins
     ("dispatch: core.bind", lambda f, n: f.endswith("funcgrad/core.py") and n == "bind"),
-    ("dispatch: VJPTrace.process_primitive + Node/Tracer creation",
+    ("dispatch: VJPTrace.process_primitive + tracer creation",
      lambda f, n: f.endswith("funcgrad/ad.py") and n in ("process_primitive", "__init__", "_eval")),
     ("backward_pass loop", lambda f, n: f.endswith("funcgrad/ad.py") and n == "backward_pass"),
     ("grad/vjp setup (ad.py other)", lambda f, n: f.endswith("funcgrad/ad.py")),
@@ -109,8 +109,7 @@ def tape_length(fn_loss, *args) -> int:
     from funcgrad.tree_util import tree_flatten, tree_unflatten
     flat, tree = tree_flatten(args)
     with new_trace(ad.VJPTrace) as trace:
-        ins = [ad.VJPTracer(trace, x, ad.Node(None, {}, [], x, [])) if ad.is_float(x) else x
-               for x in flat]
+        ins = [ad.VJPTracer(trace, x) if ad.is_float(x) else x for x in flat]
         fn_loss(*tree_unflatten(tree, ins))
         return len(trace.tape)
 

@@ -4,7 +4,7 @@ Forward mode carries a tangent next to every value (:class:`JVPTracer`); each
 primitive's ``jvp`` rule maps input tangents to the output tangent.
 
 Reverse mode records a tape while the function runs on concrete values
-(:class:`VJPTracer`, one :class:`Node` per primitive applied), then walks the
+(one :class:`VJPTracer` per primitive applied), then walks the
 tape backwards calling each primitive's ``vjp`` rule.  Rules are written with
 primitives, so the backward pass is itself traceable: ``grad(grad(f))``,
 ``jit(grad(f))`` and ``vmap(grad(f))`` need no special cases.
@@ -155,28 +155,30 @@ def jvp(fun: Callable, primals: Sequence, tangents: Sequence) -> tuple[Any, Any]
 
 # ------------------------------------------------------------- reverse mode ---
 
-class Node:
-    """One step on the tape: a primitive application, or an input (``prim is None``)."""
-
-    __slots__ = ("prim", "params", "primals", "out", "parents", "needed")
-
-    def __init__(self, prim: Primitive | None, params: dict, primals: list, out: Any,
-                 parents: list, needed: tuple = ()):
-        self.prim = prim
-        self.params = params
-        self.primals = primals
-        self.out = out
-        self.parents = parents   # the Nodes of the traced arguments ...
-        self.needed = needed     # ... and their argument indices: the cotangents the rule gives
+_NO_PARAMS: dict = {}    # shared by input tracers, never mutated
 
 
 class VJPTracer(Tracer):
-    __slots__ = ("primal", "node")
+    """A value under reverse mode, and its step on the tape.
 
-    def __init__(self, trace: VJPTrace, primal: Any, node: Node):
+    The tracer is its own tape entry (one object per primitive applied, not
+    two): ``prim`` applied to ``primals`` gave ``primal``; ``parents`` are the
+    tracers among the arguments and ``needed`` their argument indices (the
+    cotangents the rule must give).  Inputs have ``prim=None``.
+    """
+
+    __slots__ = ("primal", "prim", "params", "primals", "parents", "needed")
+
+    def __init__(self, trace: VJPTrace, primal: Any, prim: Primitive | None = None,
+                 params: dict = _NO_PARAMS, primals: Any = (), parents: Any = (),
+                 needed: tuple = ()):
         self._trace = trace
         self.primal = primal
-        self.node = node
+        self.prim = prim
+        self.params = params
+        self.primals = primals
+        self.parents = parents
+        self.needed = needed
 
     aval = property(lambda self: get_aval(self.primal))
     shape = property(lambda self: shape_of(self.primal))
@@ -187,31 +189,32 @@ class VJPTracer(Tracer):
 
 
 class VJPTrace(Trace):
-    """Runs the function on concrete values, recording one :class:`Node` per primitive.
+    """Runs the function on concrete values, recording each primitive applied.
 
-    ``tape`` lists the nodes in execution order, which is a topological order:
-    the backward pass walks it in reverse, with no graph search.
+    ``tape`` lists the resulting tracers in execution order, which is a
+    topological order: the backward pass walks it in reverse, with no graph
+    search.
     """
 
     name = "grad/vjp"
 
     def __init__(self, level: int):
         super().__init__(level)
-        self.tape: list[Node] = []
+        self.tape: list[VJPTracer] = []
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
         if self.thread != get_ident():
             check_thread(self)        # a tracer handed to another thread
         if len(args) == 1:                 # the common unary case, without the loop
             a = args[0]                    # (bind chose this trace, so a is one of ours)
-            primals, parents, needed = [a.primal], [a.node], _FIRST
+            primals, parents, needed = [a.primal], [a], _FIRST
         else:
             primals, parents, needed = [], [], []
             i = 0
             for a in args:
                 if type(a) is VJPTracer and a._trace is self:
                     primals.append(a.primal)
-                    parents.append(a.node)
+                    parents.append(a)
                     needed.append(i)
                 else:
                     primals.append(a)
@@ -222,7 +225,7 @@ class VJPTrace(Trace):
             out = bind(prim, *primals, **params)
         else:
             try:
-                out = prim.impl(*primals, **params)
+                out = prim.impl(*primals, **params) if params else prim.impl(*primals)
             except Exception as e:
                 raise _op_error(prim, tuple(primals), params, e) from None
         if not parents or prim.zero_derivative or (
@@ -231,41 +234,51 @@ class VJPTrace(Trace):
             return out
         if prim.vjp is None:
             raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
-        node = Node(prim, params, primals, out, parents, needed)
-        self.tape.append(node)
-        return VJPTracer(self, out, node)
+        t = VJPTracer(self, out, prim, params, primals, parents, needed)
+        self.tape.append(t)
+        return t
 
 
 _F64 = np.dtype(np.float64)
 _FIRST = (0,)
-_NO_PARAMS: dict = {}    # shared by input nodes, never mutated
 
 
-def backward_pass(tape: list[Node], roots: list[Node], cts: list) -> dict[Node, Any]:
-    """Propagate output cotangents back through ``tape``; returns {input node: cotangent}.
+def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list) -> dict[int, Any]:
+    """Propagate output cotangents back through ``tape``; returns {id(input tracer): cotangent}.
 
     A plain loop over the tape in reverse (no recursion, however deep the graph);
-    nodes that received no cotangent are skipped.
+    steps that received no cotangent are skipped.  Cotangents are keyed by
+    ``id``: tracers compare elementwise, like arrays, so they are not dict keys.
     """
     add = ew.add
-    acc: dict[Node, Any] = {}
+    acc: dict[int, Any] = {}
     for r, ct in zip(roots, cts):
-        prev = acc.get(r)
-        acc[r] = ct if prev is None else add(prev, ct)
+        prev = acc.get(id(r))
+        acc[id(r)] = ct if prev is None else add(prev, ct)
+    pop, get = acc.pop, acc.get
     for n in reversed(tape):
-        g = acc.pop(n, None)
+        g = pop(id(n), None)
         if g is None:
             continue
         params = n.params
-        in_cts = (n.prim.vjp(g, n.out, n.primals, n.needed, **params) if params
-                  else n.prim.vjp(g, n.out, n.primals, n.needed))
-        for i, p in zip(n.needed, n.parents):
+        in_cts = (n.prim.vjp(g, n.primal, n.primals, n.needed, **params) if params
+                  else n.prim.vjp(g, n.primal, n.primals, n.needed))
+        parents = n.parents
+        if len(parents) == 1:          # the common case: one traced operand
+            c = in_cts[n.needed[0]]
+            if c is not None:
+                k = id(parents[0])
+                prev = get(k)
+                acc[k] = c if prev is None else add(prev, c)
+            continue
+        for i, p in zip(n.needed, parents):
             c = in_cts[i]
             if c is None:
                 continue
-            prev = acc.get(p)
-            acc[p] = c if prev is None else add(prev, c)
-    return acc      # what is left: cotangents of the input nodes
+            k = id(p)
+            prev = get(k)
+            acc[k] = c if prev is None else add(prev, c)
+    return acc      # what is left: cotangents of the inputs
 
 
 def _strip(x: Any, trace: VJPTrace) -> Any:
@@ -285,8 +298,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> tuple:
 def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
     """``vjp`` on already flattened primals (``in_tree`` is the tuple of arguments)."""
     with new_trace(VJPTrace) as trace:
-        inputs = [Node(None, _NO_PARAMS, (), x, ()) for x in flat]
-        tracers = [VJPTracer(trace, x, n) if is_float(x) else x for x, n in zip(flat, inputs)]
+        tracers = [VJPTracer(trace, x) if is_float(x) else x for x in flat]
         out = fun(*tree_unflatten(in_tree, tracers))
         if has_aux:
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -295,8 +307,8 @@ def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
             out, aux = out
             aux = tree_map(lambda a: _as_output(_strip(a, trace)), aux)
         out_flat, out_tree = tree_flatten(out)
-        roots = [o.node if type(o) is VJPTracer and o._trace is trace else None for o in out_flat]
-        tape = trace.tape
+        roots = [o if type(o) is VJPTracer and o._trace is trace else None for o in out_flat]
+        tape, trace.tape = trace.tape, []     # the tape's tracers point to the trace: no cycle
         out_primals = [_as_output(_strip(o, trace)) for o in out_flat]
 
     def vjp_fn(ct: Any) -> tuple:
@@ -313,8 +325,8 @@ def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
         pairs = [(r, c) for r, c in zip(roots, ct_flat) if r is not None]
         got = backward_pass(tape, [r for r, _ in pairs], [c for _, c in pairs])
         res = []
-        for x, n in zip(flat, inputs):
-            g = got.get(n)
+        for x, t in zip(flat, tracers):
+            g = got.get(id(t)) if type(t) is VJPTracer else None
             res.append(zeros_like_value(x) if g is None else _as_output(g))
         return tuple(tree_unflatten(in_tree, res))
 

@@ -27,7 +27,7 @@ from funcgrad.core import (
     valid_value,
 )
 from funcgrad.primitives import shape as sh
-from funcgrad.primitives._base import shape_of
+from funcgrad.primitives._base import ndim_of, shape_of
 from funcgrad.tree_util import _node, tree_flatten, tree_unflatten
 
 __all__ = ["vmap"]
@@ -64,17 +64,21 @@ class BatchTrace(Trace):
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
         if self.thread != get_ident():
             check_thread(self)        # a tracer handed to another thread
-        vals, dims = [], []
-        for a in args:
-            if type(a) is BatchTracer and a._trace is self:
-                vals.append(a.val)
-                dims.append(a.bdim)
-            else:
-                vals.append(a)
-                dims.append(None)
         if prim.batch is None:
             raise NotImplementedError(f"vmap: primitive {prim.name} has no batching rule")
-        out, d = prim.batch(tuple(vals), tuple(dims), **params)
+        if len(args) == 1:
+            a = args[0]          # bind sent it here, so it is this trace's tracer
+            out, d = prim.batch((a.val,), (a.bdim,), **params)
+        else:
+            vals, dims = [], []
+            for a in args:
+                if type(a) is BatchTracer and a._trace is self:
+                    vals.append(a.val)
+                    dims.append(a.bdim)
+                else:
+                    vals.append(a)
+                    dims.append(None)
+            out, d = prim.batch(tuple(vals), tuple(dims), **params)
         if d is None:
             return out
         return BatchTracer(self, out, d)
@@ -114,6 +118,21 @@ def _broadcast_prefix(prefix: Any, tree: Any, what: str, names: list[str] | None
             child = names[k] if name is None and names is not None else f"{name}[{k!r}]"
             stack.append((pc, tc, f"{path}[{k!r}]", child))
     return out
+
+
+def _prefix_axes(prefix: Any, treedef: Any) -> list | None:
+    """Per-leaf axes for the common prefixes (one int/None for everything, or one per
+    argument of the argument tuple ``treedef``); ``None`` for anything else, which
+    :func:`_broadcast_prefix` handles."""
+    if prefix is None or type(prefix) is int:
+        return [prefix] * treedef.num_leaves
+    if type(prefix) is tuple and treedef.node_type is tuple and len(prefix) == len(
+            treedef.children) and all(p is None or type(p) is int for p in prefix):
+        out: list = []
+        for p, c in zip(prefix, treedef.children):
+            out.extend([p] * c.num_leaves)
+        return out
+    return None
 
 
 def _leaf_names(tree: Any, root: str) -> list[str]:
@@ -213,27 +232,39 @@ def _vmap(fun: Callable, in_axes: Any, out_axes: Any, axis_size: int | None,
                          spec + (0,) * len(kwargs), out_axes, axis_size,
                          _arg_names(fun, pos) + list(kwargs))(*args, *kwargs.values())
         spec = tuple(in_axes) if isinstance(in_axes, list) else in_axes
-        names = _names or _arg_names(fun, len(args))
-        axes = _broadcast_prefix(spec, args, "in_axes", names)
         flat, in_tree = tree_flatten(args)
+        axes = _prefix_axes(spec, in_tree)
+        if axes is None or any(ax is not None and not -ndim_of(x) <= ax < ndim_of(x)
+                               for x, ax in zip(flat, axes)):
+            # a bad in_axes: redo it with leaf names, for the error message
+            names = _names or _arg_names(fun, len(args))
+            named = _broadcast_prefix(spec, args, "in_axes", names)
+            axes = [a for a, _ in named]
+        else:
+            named = None
         size, sizes_seen = axis_size, []
         norm = []
-        for x, (ax, name) in zip(flat, axes):
+        for i, (x, ax) in enumerate(zip(flat, axes)):
             if ax is None:
                 norm.append(None)
                 continue
             shp = shape_of(x)
             if not -len(shp) <= ax < len(shp):
+                name = named[i][1]
                 valid = f"valid axes are {-len(shp)}..{len(shp) - 1}" if shp else \
                     "a 0-d value has no axis to map over; use in_axes=None for it"
                 raise ValueError(f"vmap: in_axes={ax} for argument {name} of shape {shp} is out of "
                                  f"range for an array of rank {len(shp)} ({valid})")
             ax %= len(shp)
             norm.append(ax)
-            sizes_seen.append((name, ax, shp[ax]))
+            sizes_seen.append((i, ax, shp[ax]))
         if sizes_seen:
             distinct = {n for _, _, n in sizes_seen}
             if len(distinct) > 1 or (axis_size is not None and axis_size not in distinct):
+                if named is None:
+                    names = _names or _arg_names(fun, len(args))
+                    named = _broadcast_prefix(spec, args, "in_axes", names)
+                sizes_seen = [(named[i][1], ax, n) for i, ax, n in sizes_seen]
                 seen = "; ".join(f"argument {name} has size {n} along axis {ax}"
                                  for name, ax, n in sizes_seen)
                 what = (f"axis_size={axis_size} does not match the size of the mapped axes"
@@ -250,9 +281,20 @@ def _vmap(fun: Callable, in_axes: Any, out_axes: Any, axis_size: int | None,
             ins = [x if ax is None else BatchTracer(trace, x, ax) for x, ax in zip(flat, norm)]
             out = fun(*tree_unflatten(in_tree, ins))
             out_flat, out_tree = tree_flatten(out)
-            oaxes = _broadcast_prefix(out_axes, out, "out_axes", root="output")
+            oaxes = _prefix_axes(out_axes, out_tree) if out_axes is None or type(out_axes) is int \
+                else None
+            if oaxes is None:   # raises the error that names the mismatch
+                oaxes = [a for a, _ in _broadcast_prefix(out_axes, out, "out_axes", root="output")]
+            onames = None
             res = []
-            for o, (oa, oname) in zip(out_flat, oaxes):
+            for k, (o, oa) in enumerate(zip(out_flat, oaxes)):
+                if type(o) is BatchTracer and o._trace is trace and oa == 0:
+                    res.append(o.val if o.bdim == 0 else _move_axis(o.val, o.bdim, 0, size))
+                    continue            # the common case
+                if onames is None:
+                    onames = [n for _, n in _broadcast_prefix(out_axes, out, "out_axes",
+                                                              root="output")]
+                oname = onames[k]
                 if type(o) is BatchTracer and o._trace is trace:
                     val, bd = o.val, o.bdim
                 else:

@@ -31,6 +31,8 @@ def register(prim: Primitive) -> Primitive:
 
 
 def shape_of(x: Any) -> tuple:
+    if type(x) is np.ndarray:
+        return x.shape
     s = getattr(x, "shape", None)
     if s is not None:
         return tuple(s)
@@ -43,6 +45,8 @@ def shape_of(x: Any) -> tuple:
 
 
 def ndim_of(x: Any) -> int:
+    if type(x) is np.ndarray:
+        return x.ndim
     return len(shape_of(x))
 
 
@@ -210,10 +214,31 @@ def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
                     res[i] = unbroadcast(back[i](ct, out, *primals, **params), primals[i])
             return res
 
+        if len(back) == 1 and back[0] is not None:      # unary: no loop, no broadcasting
+            term0 = back[0]
+
+            def vjp(ct: Any, out: Any, primals: list, needed: tuple, **params: Any):  # noqa: F811
+                x = primals[0]
+                g = term0(ct, out, x, **params)
+                if type(g) is np.ndarray and type(x) is np.ndarray and g.dtype == x.dtype \
+                        and g.shape == x.shape:
+                    return [g]
+                return [unbroadcast(g, x)]
+
         prim.jvp = jvp
         prim.vjp = vjp
 
     def batch(args: tuple, bdims: tuple, **params: Any):
+        if len(args) == 1:            # the shape is kept: so is the batch axis
+            return bind(prim, args[0], **params), bdims[0]
+        if len(args) == 2:
+            (a, b), (da, db) = args, bdims
+            if da == db and ndim_of(a) == ndim_of(b):   # batched alike: nothing to align
+                return bind(prim, a, b, **params), da
+            if da == 0 and db is None and ndim_of(b) < ndim_of(a):
+                return bind(prim, a, b, **params), 0    # right-aligned broadcasting does it
+            if db == 0 and da is None and ndim_of(a) < ndim_of(b):
+                return bind(prim, a, b, **params), 0
         return bind(prim, *align_batched(args, bdims), **params), 0
 
     prim.batch = batch
