@@ -261,16 +261,21 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list) -> d
         if g is None:
             continue
         params = n.params
-        in_cts = (n.prim.vjp(g, n.primal, n.primals, n.needed, **params) if params
-                  else n.prim.vjp(g, n.primal, n.primals, n.needed))
         parents = n.parents
         if len(parents) == 1:          # the common case: one traced operand
-            c = in_cts[n.needed[0]]
+            vu = n.prim.vjp_unary
+            if vu is not None and not params:
+                c = vu(g, n.primal, n.primals[0])
+            else:
+                c = (n.prim.vjp(g, n.primal, n.primals, n.needed, **params) if params
+                     else n.prim.vjp(g, n.primal, n.primals, n.needed))[n.needed[0]]
             if c is not None:
                 k = id(parents[0])
                 prev = get(k)
                 acc[k] = c if prev is None else add(prev, c)
             continue
+        in_cts = (n.prim.vjp(g, n.primal, n.primals, n.needed, **params) if params
+                  else n.prim.vjp(g, n.primal, n.primals, n.needed))
         for i, p in zip(n.needed, parents):
             c = in_cts[i]
             if c is None:
@@ -322,6 +327,9 @@ def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
             if shape_of(c) != shape_of(o):
                 raise ValueError(f"vjp_fn: cotangent {i} has shape {shape_of(c)}, the output "
                                  f"has shape {shape_of(o)}")
+        # a cotangent takes its output's dtype (so float32 gradients stay float32)
+        ct_flat = [c if type(c) in (int, float) or dtype_of(c) == dtype_of(o)
+                   else ew.convert(c, dtype_of(o)) for c, o in zip(ct_flat, out_primals)]
         pairs = [(r, c) for r, c in zip(roots, ct_flat) if r is not None]
         got = backward_pass(tape, [r for r, _ in pairs], [c for _, c in pairs])
         res = []

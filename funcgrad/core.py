@@ -138,6 +138,7 @@ class Primitive:
     - ``vjp``: reverse-mode rule ``(ct, out, primals, needed, **params)`` giving
       one cotangent per primal (``None`` where not needed);
     - ``batch``: vmap rule ``(args, bdims, **params) -> (out, out_bdim)``;
+    - ``vjp_unary`` (optional): a shortcut for unary elementwise ``vjp`` rules;
     - ``zero_derivative=True`` instead of the two AD rules for operations whose
       derivative is zero almost everywhere (comparisons, sign, argmax, ...).
 
@@ -153,6 +154,9 @@ class Primitive:
         self.vjp: Callable | None = None
         self.batch: Callable | None = None
         self.zero_derivative = False
+        # unary elementwise primitives: (ct, out, x) -> the cotangent of x, already of x's
+        # shape and dtype; the eager backward pass calls it directly (one frame less a step)
+        self.vjp_unary: Callable | None = None
         # for jit: a Python expression template ("{0} + {1}"), or a function
         # (arg sources, in avals, **params) -> expression or None (then impl is called)
         self.codegen: str | Callable | None = None

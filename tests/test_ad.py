@@ -200,6 +200,18 @@ def test_mixed_dtype_args_each_gradient_has_its_dtype():
     assert gx.dtype == np.float32 and gy.dtype == np.float64
 
 
+@pytest.mark.parametrize("fun", [lambda x: fnp.sin(fnp.tanh(x)),            # unary steps only
+                                 lambda x: fnp.exp(x) * x,                   # binary steps too
+                                 lambda x: fnp.sin(fnp.sum(fnp.sin(x)))])    # a 0-d output
+def test_vjp_cotangent_of_another_dtype_gives_gradient_of_input_dtype(fun):
+    x = rng.standard_normal(3).astype(np.float32)
+    y, pullback = fg.vjp(fun, x)
+    for ct in (np.ones(np.shape(y)), np.ones(np.shape(y), np.float32)):
+        (g,) = pullback(ct)
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, pullback(ct.astype(np.float32))[0], rtol=1e-6)
+
+
 # ------------------------------------------------------------- broadcasting ---
 
 def test_broadcasting_undone_in_gradients():

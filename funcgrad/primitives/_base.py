@@ -216,6 +216,9 @@ def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
 
         if len(back) == 1 and back[0] is not None:      # unary: no loop, no broadcasting
             term0 = back[0]
+            if vjp_terms is None:
+                # the same shape as x, and its dtype: ct has out's, which is x's
+                prim.vjp_unary = term0
 
             def vjp(ct: Any, out: Any, primals: list, needed: tuple, **params: Any):  # noqa: F811
                 x = primals[0]
