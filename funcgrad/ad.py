@@ -61,8 +61,6 @@ def _as_output(x: Any) -> Any:
         check_output(x)    # a tracer of a finished transformation (or another thread) escaping
     if isinstance(x, (bool, int, float, complex)):
         return np.asarray(x)
-    if type(x) is np.ndarray and x.base is not None and 0 in x.strides and x.size > 1:
-        return x.copy()      # a zero-stride view (from broadcasting): give the caller its own array
     return x
 
 
@@ -302,19 +300,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> tuple:
 
 def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
     """``vjp`` on already flattened primals (``in_tree`` is the tuple of arguments)."""
-    with new_trace(VJPTrace) as trace:
-        tracers = [VJPTracer(trace, x) if is_float(x) else x for x in flat]
-        out = fun(*tree_unflatten(in_tree, tracers))
-        if has_aux:
-            if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise TypeError("vjp/grad with has_aux=True: fun must return a pair (output, aux), "
-                                f"got {type(out).__name__}")
-            out, aux = out
-            aux = tree_map(lambda a: _as_output(_strip(a, trace)), aux)
-        out_flat, out_tree = tree_flatten(out)
-        roots = [o if type(o) is VJPTracer and o._trace is trace else None for o in out_flat]
-        tape, trace.tape = trace.tape, []     # the tape's tracers point to the trace: no cycle
-        out_primals = [_as_output(_strip(o, trace)) for o in out_flat]
+    out_primals, out_tree, bwd, aux = _vjp_flat(fun, flat, in_tree, has_aux)
 
     def vjp_fn(ct: Any) -> tuple:
         ct_flat, ct_tree = tree_flatten(ct)
@@ -330,18 +316,44 @@ def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
         # a cotangent takes its output's dtype (so float32 gradients stay float32)
         ct_flat = [c if type(c) in (int, float) or dtype_of(c) == dtype_of(o)
                    else ew.convert(c, dtype_of(o)) for c, o in zip(ct_flat, out_primals)]
+        return tuple(tree_unflatten(in_tree, bwd(ct_flat)))
+
+    primal_out = tree_unflatten(out_tree, out_primals)
+    if has_aux:
+        return primal_out, vjp_fn, aux
+    return primal_out, vjp_fn
+
+
+def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
+    """Run ``fun`` on VJP tracers: ``(flat outputs, output tree, bwd, aux)``, where
+    ``bwd(flat cotangents)`` gives the flat input cotangents.  ``bwd`` trusts its
+    input (one cotangent per output, of its shape and dtype): ``vjp_fn`` checks
+    what users pass, ``grad`` makes its own."""
+    with new_trace(VJPTrace) as trace:
+        tracers = [VJPTracer(trace, x) if is_float(x) else x for x in flat]
+        out = fun(*tree_unflatten(in_tree, tracers))
+        aux = None
+        if has_aux:
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise TypeError("vjp/grad with has_aux=True: fun must return a pair (output, aux), "
+                                f"got {type(out).__name__}")
+            out, aux = out
+            aux = tree_map(lambda a: _as_output(_strip(a, trace)), aux)
+        out_flat, out_tree = tree_flatten(out)
+        roots = [o if type(o) is VJPTracer and o._trace is trace else None for o in out_flat]
+        tape, trace.tape = trace.tape, []     # the tape's tracers point to the trace: no cycle
+        out_primals = [_as_output(o.primal if r is not None else o) for o, r in zip(out_flat, roots)]
+
+    def bwd(ct_flat: list) -> list:
         pairs = [(r, c) for r, c in zip(roots, ct_flat) if r is not None]
         got = backward_pass(tape, [r for r, _ in pairs], [c for _, c in pairs])
         res = []
         for x, t in zip(flat, tracers):
             g = got.get(id(t)) if type(t) is VJPTracer else None
             res.append(zeros_like_value(x) if g is None else _as_output(g))
-        return tuple(tree_unflatten(in_tree, res))
+        return res
 
-    primal_out = tree_unflatten(out_tree, out_primals)
-    if has_aux:
-        return primal_out, vjp_fn, aux
-    return primal_out, vjp_fn
+    return out_primals, out_tree, bwd, aux
 
 
 # ------------------------------------------------------------------- grad ---
@@ -411,22 +423,28 @@ def _value_and_grad(fun: Callable, argnums: int | Sequence[int], has_aux: bool,
         nums = _argnums_tuple(argnums, len(args), where)
         flat, in_tree = _flatten_diff_args(args, nums, where)
         f = _partial(lambda *a: fun(*a, **kwargs) if kwargs else fun(*a), args, nums)
-        res = _vjp(f, flat, in_tree, has_aux)
-        out, pullback = res[0], res[1]
-        aval = get_aval(out) if valid_value(out) else None     # None, str, containers: no
-        if aval is None or aval.shape != () or aval.dtype.kind != "f":
-            desc = (f"shape {aval.shape} and dtype {aval.dtype}" if aval is not None
-                    else f"a {type(out).__name__}")
-            raise TypeError(f"{where} requires fun to return a real scalar (a 0-d floating-point "
-                            f"array), but it returned {desc}. For non-scalar outputs use "
-                            "fg.jacrev (the full Jacobian) or fg.vjp (a vector-Jacobian product)"
-                            + (", and has_aux=True to return extra values" if not has_aux else ""))
-        g = pullback(aval.dtype.type(1))     # a NumPy scalar: a literal in traced graphs
-        g = g[0] if isinstance(argnums, int) else tuple(g)
-        return ((out, res[2]), g) if has_aux else (out, g)
+        outs, out_tree, bwd, aux = _vjp_flat(f, flat, in_tree, has_aux)
+        out = outs[0] if out_tree.node_type == "leaf" else tree_unflatten(out_tree, outs)
+        if not (type(out) is np.ndarray and out.shape == () and out.dtype.kind == "f"):
+            _check_scalar_output(out, where, has_aux)
+        g = tree_unflatten(in_tree, bwd([out.dtype.type(1)]))   # a NumPy scalar: a literal
+        g = g[0] if isinstance(argnums, int) else tuple(g)           # in traced graphs
+        return ((out, aux), g) if has_aux else (out, g)
     vg.__name__ = f"value_and_grad({getattr(fun, '__name__', 'fun')})"
     vg.__doc__ = fun.__doc__
     return vg
+
+
+def _check_scalar_output(out: Any, where: str, has_aux: bool) -> None:
+    """``grad`` differentiates real scalars only: say so, and what to use instead."""
+    aval = get_aval(out) if valid_value(out) else None     # None, str, containers: no
+    if aval is None or aval.shape != () or aval.dtype.kind != "f":
+        desc = (f"shape {aval.shape} and dtype {aval.dtype}" if aval is not None
+                else f"a {type(out).__name__}")
+        raise TypeError(f"{where} requires fun to return a real scalar (a 0-d floating-point "
+                        f"array), but it returned {desc}. For non-scalar outputs use "
+                        "fg.jacrev (the full Jacobian) or fg.vjp (a vector-Jacobian product)"
+                        + (", and has_aux=True to return extra values" if not has_aux else ""))
 
 
 def grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
