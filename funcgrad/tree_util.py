@@ -151,7 +151,8 @@ _INTERN_LIMIT = 100_000
 
 
 def _intern(node_type: Any, aux: Any, children: tuple) -> PyTreeDef:
-    key = (node_type, aux, tuple(map(id, children)))
+    key = (node_type, aux, tuple(map(id, children)),
+           tuple(map(type, aux)) if node_type is dict else None)   # {1: x} is not {1.0: x}
     try:
         d = _INTERNED.get(key)
     except TypeError:                     # unhashable aux data: no interning
@@ -215,8 +216,62 @@ def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tup
     Iterative (an explicit stack), so deeply nested trees are fine; plain arrays
     and numbers are recognised by type before any container test.
     """
-    if is_leaf is None and _node(tree) is None:
-        return [tree], LEAF      # the common case of a single array
+    if is_leaf is None:
+        if _node(tree) is None:
+            return [tree], LEAF      # the common case of a single array
+        fast = _flatten_plain(tree)
+        if fast is not None:
+            return fast
+    return _flatten_general(tree, is_leaf)
+
+
+# Structures of plain trees (tuples, lists, dicts with string keys, None), keyed by a
+# pre-order token sequence: a repeated structure costs one dict lookup, not a rebuild.
+_PLAIN: dict[tuple, PyTreeDef] = {}
+
+
+def _flatten_plain(tree: Any) -> tuple[list, PyTreeDef] | None:
+    """``tree_flatten`` for trees of tuples, lists, str-keyed dicts and None; ``None`` when
+    the tree holds anything else (registered nodes, namedtuples), for the general path."""
+    leaves: list = []
+    key: list = []
+    stack: list = [tree]
+    leaf_types = _LEAF_TYPES
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t in leaf_types:
+            leaves.append(x)
+            key.append(0)
+        elif t is tuple or t is list:
+            key.append(t)
+            key.append(len(x))
+            stack.extend(x[::-1])
+        elif t is dict:
+            ks = list(x)
+            if not all(type(k) is str for k in ks):
+                return None
+            ks.sort()
+            key.append(dict)
+            key.append(tuple(ks))
+            stack.extend([x[k] for k in reversed(ks)])
+        elif x is None:
+            key.append(None)
+        elif t in _registry or _is_namedtuple(x):
+            return None
+        else:
+            leaves.append(x)     # any other object is a leaf (tracers, NumPy scalars, ...)
+            key.append(0)
+    k = tuple(key)
+    d = _PLAIN.get(k)
+    if d is None:
+        d = _flatten_general(tree, None)[1]
+        if len(_PLAIN) < _INTERN_LIMIT:
+            _PLAIN[k] = d
+    return leaves, d
+
+
+def _flatten_general(tree: Any, is_leaf: Callable[[Any], bool] | None) -> tuple[list, PyTreeDef]:
     leaves: list = []
     built: list = []
     stack: list = [tree]

@@ -82,6 +82,23 @@ def test_round_trip(tree):
 
 
 @given(trees)
+def test_plain_fast_path_agrees_with_the_general_flatten(tree):
+    """Plain trees take a cached path keyed by their layout; it must give the same
+    leaves and structure as the general (building) path, for every tree."""
+    leaves_, treedef = tu.tree_flatten(tree)
+    gen_leaves, gen_def = tu._flatten_general(tree, None)
+    assert treedef == gen_def and len(leaves_) == len(gen_leaves)
+    assert all(x is y for x, y in zip(leaves_, gen_leaves))
+
+
+def test_dict_keys_that_compare_equal_keep_their_own_types():
+    x = np.ones(2)
+    for d in ({1: x}, {1.0: x}, {True: x}, {"1": x}):
+        back = tu.tree_unflatten(*reversed(tu.tree_flatten(d)))
+        assert [type(k) for k in back] == [type(k) for k in d]
+
+
+@given(trees)
 def test_tree_map_identity_and_relabel(tree):
     counter = iter(range(10_000))
     numbered = tu.tree_map(lambda _: next(counter), tree)
