@@ -432,6 +432,9 @@ class new_trace:  # noqa: N801  (used like a function: ``with new_trace(JVPTrace
         self.trace.alive = False
 
 
+_UFUNCS: dict = {}     # NumPy ufunc name -> facade function, filled on first use
+
+
 def _facade():
     from funcgrad import numpy as fnp
     return fnp
@@ -519,7 +522,8 @@ class Tracer:
             "(import funcgrad.numpy as fnp) instead of numpy functions that are not ufuncs.")
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        fn = getattr(_facade(), "_UFUNCS", {}).get(ufunc.__name__)
+        # (ndarray @ tracer and friends come here too: NumPy tries its ufunc first)
+        fn = (_UFUNCS or _UFUNCS.update(_facade()._UFUNCS) or _UFUNCS).get(ufunc.__name__)
         if method != "__call__" or fn is None or kwargs:
             raise TypeError(
                 f"numpy.{ufunc.__name__}{'' if method == '__call__' else '.' + method} is not "

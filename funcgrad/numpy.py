@@ -225,7 +225,7 @@ def _count(x, axes) -> int:
 
 def mean(x, axis=None, keepdims=False):
     axes = _axes(x, axis, "mean")
-    return divide(sum(x, axes, keepdims), _count(x, axes))
+    return divide(bind(_red.reduce_sum_p, x, axes=axes, keepdims=keepdims), _count(x, axes))
 
 
 def var(x, axis=None, ddof=0, keepdims=False):

@@ -101,6 +101,8 @@ def _sum_jvp(primals, tangents, *, axes, keepdims):
 def _sum_vjp(ct, out, primals, needed, *, axes, keepdims):
     (x,) = primals
     shape = shape_of(x)
+    if not keepdims and axes == tuple(range(len(axes))):
+        return [sh.broadcast_to(ct, shape)]     # leading axes: broadcasting puts them back
     return [sh.broadcast_to(keep(ct, shape, axes, keepdims), shape)]
 
 
