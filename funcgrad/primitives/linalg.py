@@ -115,6 +115,9 @@ def _matmul_jvp(primals, tangents):
 def _matmul_vjp(ct, out, primals, needed):
     a, b = primals
     na, nb = ndim_of(a), ndim_of(b)
+    if na == 2 and nb == 2:                               # (m, k) @ (k, n): the dense layer
+        return [unbroadcast(matmul(ct, _swap(b)), a) if 0 in needed else None,
+                unbroadcast(matmul(_swap(a), ct), b) if 1 in needed else None]
     res: list = [None, None]
     if na <= 2 and nb <= 2 and (na == 1 or nb == 1):     # vector cases, without reshapes
         if na == 1 and nb == 1:                           # inner product
