@@ -59,6 +59,13 @@ def _src_literal(lit: Literal, ns: dict, like: list) -> str:
     return name
 
 
+def _ufunc_name(u: np.ufunc, ns: dict) -> str:
+    """The name the compiled code calls ufunc ``u`` by (bound in its globals)."""
+    name = f"_np_{u.__name__}"
+    ns[name] = u
+    return name
+
+
 def _index_src(index: tuple, arr_srcs: list[str]) -> str:
     parts = index_parts(index, arr_srcs)
     return ", ".join(parts) + ("," if len(parts) == 1 else "")
@@ -138,8 +145,12 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
                     reuse = a
                     break
         if reuse is not None:
-            expr = f"np.{prim.impl.__name__}({', '.join(args)}, out={names[id(reuse)]})"
+            expr = f"{_ufunc_name(prim.impl, ns)}({', '.join(args)}, out={names[id(reuse)]})"
             owned.discard(id(reuse))
+        elif isinstance(prim.impl, np.ufunc) and not e.params:
+            # the ufunc itself, bound to a global: a direct call costs less than the operator
+            # (x * y goes through ndarray.__mul__ first) or np.<name> (an attribute lookup)
+            expr = f"{_ufunc_name(prim.impl, ns)}({', '.join(args)})"
         elif prim.name == "gather":
             expr = f"{args[0]}[{_index_src(e.params['index'], args[1:])}]"
         elif callable(prim.codegen) and (code := prim.codegen(
