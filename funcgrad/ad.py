@@ -203,9 +203,19 @@ class VJPTrace(Trace):
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
         if self.thread != get_ident():
             check_thread(self)        # a tracer handed to another thread
-        if len(args) == 1:                 # the common unary case, without the loop
+        n = len(args)
+        if n == 1:                         # the common unary case, without the loop
             a = args[0]                    # (bind chose this trace, so a is one of ours)
             primals, parents, needed = [a.primal], [a], _FIRST
+        elif n == 2:                       # binary: at least one of the two is ours
+            a, b = args
+            if type(a) is VJPTracer and a._trace is self:
+                if type(b) is VJPTracer and b._trace is self:
+                    primals, parents, needed = [a.primal, b.primal], [a, b], _BOTH
+                else:
+                    primals, parents, needed = [a.primal, b], [a], _FIRST
+            else:
+                primals, parents, needed = [a, b.primal], [b], _SECOND
         else:
             primals, parents, needed = [], [], []
             i = 0
@@ -238,7 +248,7 @@ class VJPTrace(Trace):
 
 
 _F64 = np.dtype(np.float64)
-_FIRST = (0,)
+_FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)
 
 
 def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list) -> dict[int, Any]:

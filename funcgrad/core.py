@@ -271,7 +271,10 @@ def binder(prim: Primitive, nargs: int, name: str | None = None, doc: str | None
             xt = isinstance(x, Tracer)
             if xt or isinstance(y, Tracer):
                 if xt and isinstance(y, Tracer):
-                    return bind(prim, x, y)
+                    tr = x._trace
+                    if tr is y._trace and tr.alive:     # two tracers of one trace: x * x
+                        return tr.process_primitive(prim, (x, y), _NO_PARAMS)
+                    return bind(prim, x, y)             # different levels: bind sorts it out
                 tr = (x if xt else y)._trace
                 if not tr.alive:
                     raise _leak_error(tr)
