@@ -352,3 +352,26 @@ def test_every_zero_derivative_primitive_is_exercised():
         used |= _prims_in(f, (x,))
     zero = {n for n, p in registry.items() if p.zero_derivative}
     assert not zero - used, f"not exercised: {zero - used}"
+
+
+# ------------------------------------------------------ outer-product kernels ---
+@pytest.mark.parametrize("shapes", [((8, 1), (1, 8)), ((784, 1), (1, 128)), ((600, 1), (1, 400)),
+                                    ((5, 1), (1, 3)), ((4, 16, 1), (4, 1, 1200)),
+                                    ((3, 7, 1), (3, 1, 5)), ((2, 3, 4, 1), (2, 3, 1, 6))])
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float64, np.float64),
+                                    (np.float32, np.float64), (np.int64, np.int64)])
+def test_outer_product_kernels_agree_with_matmul(shapes, dtypes):
+    """Matmuls with a contraction of size 1 pick BLAS dot, one dot per matrix, einsum or a
+    broadcast multiply by shape and dtype: each must give np.matmul's values and dtype."""
+    from funcgrad.primitives.linalg import _einsum_impl, _matmul_impl
+    r = np.random.default_rng(0)
+    a = (r.standard_normal(shapes[0]) * 10).astype(dtypes[0])
+    b = (r.standard_normal(shapes[1]) * 10).astype(dtypes[1])
+    want = np.matmul(a, b)
+    got = _matmul_impl(a, b)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    if a.ndim == 3:        # the same products as vmap's einsum of per-example vectors
+        got = _einsum_impl(a[..., 0], b[:, 0, :], spec="ab,ac->abc")
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-6)
