@@ -369,6 +369,8 @@ def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
 # ------------------------------------------------------------------- grad ---
 
 def _argnums_tuple(argnums: int | Sequence[int], nargs: int, where: str) -> tuple[int, ...]:
+    if type(argnums) is int and 0 <= argnums < nargs:
+        return _SINGLE[argnums] if argnums < len(_SINGLE) else (argnums,)   # the common case
     nums = (argnums,) if isinstance(argnums, int) else argnums
     if not isinstance(nums, (tuple, list, range)) or not all(
             isinstance(k, (int, np.integer)) for k in nums):
@@ -385,6 +387,9 @@ def _argnums_tuple(argnums: int | Sequence[int], nargs: int, where: str) -> tupl
         raise ValueError(f"{where}: argnums={argnums!r} names an argument twice; list each "
                          "argument once")
     return res
+
+
+_SINGLE = tuple((k,) for k in range(16))
 
 
 def _flatten_diff_args(args: tuple, nums: tuple, where: str) -> tuple[list, Any]:
@@ -432,7 +437,7 @@ def _value_and_grad(fun: Callable, argnums: int | Sequence[int], has_aux: bool,
     def vg(*args: Any, **kwargs: Any) -> Any:
         nums = _argnums_tuple(argnums, len(args), where)
         flat, in_tree = _flatten_diff_args(args, nums, where)
-        f = _partial(lambda *a: fun(*a, **kwargs) if kwargs else fun(*a), args, nums)
+        f = _partial((lambda *a: fun(*a, **kwargs)) if kwargs else fun, args, nums)
         outs, out_tree, bwd, aux = _vjp_flat(f, flat, in_tree, has_aux)
         out = outs[0] if out_tree.node_type == "leaf" else tree_unflatten(out_tree, outs)
         if not (type(out) is np.ndarray and out.shape == () and out.dtype.kind == "f"):
