@@ -37,7 +37,7 @@ from funcgrad.core import (
     valid_value,
 )
 from funcgrad.primitives import elementwise as ew
-from funcgrad.primitives._base import shape_of
+from funcgrad.primitives._base import ident_term, shape_of, unbroadcast
 from funcgrad.tree_util import tree_flatten, tree_map, tree_unflatten
 
 __all__ = ["jvp", "vjp", "grad", "value_and_grad", "jacfwd", "jacrev", "hessian", "stop_gradient"]
@@ -271,9 +271,17 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list) -> d
         params = n.params
         parents = n.parents
         if len(parents) == 1:          # the common case: one traced operand
-            vu = n.prim.vjp_unary
-            if vu is not None and not params:
-                c = vu(g, n.primal, n.primals[0])
+            terms = n.prim.vjp_terms
+            if terms is not None and not params:     # elementwise: its term, then unbroadcast
+                i = n.needed[0]
+                term = terms[i]
+                if term is None:
+                    continue
+                x = n.primals[i]
+                c = g if term is ident_term else term(g, n.primal, *n.primals)
+                if not (type(c) is np.ndarray and type(x) is np.ndarray and c.shape == x.shape
+                        and c.dtype == x.dtype):
+                    c = unbroadcast(c, x)
             else:
                 c = (n.prim.vjp(g, n.primal, n.primals, n.needed, **params) if params
                      else n.prim.vjp(g, n.primal, n.primals, n.needed))[n.needed[0]]

@@ -138,7 +138,7 @@ class Primitive:
     - ``vjp``: reverse-mode rule ``(ct, out, primals, needed, **params)`` giving
       one cotangent per primal (``None`` where not needed);
     - ``batch``: vmap rule ``(args, bdims, **params) -> (out, out_bdim)``;
-    - ``vjp_unary`` (optional): a shortcut for unary elementwise ``vjp`` rules;
+    - ``vjp_terms`` (elementwise primitives): the per-operand terms of ``vjp``;
     - ``zero_derivative=True`` instead of the two AD rules for operations whose
       derivative is zero almost everywhere (comparisons, sign, argmax, ...).
 
@@ -154,9 +154,10 @@ class Primitive:
         self.vjp: Callable | None = None
         self.batch: Callable | None = None
         self.zero_derivative = False
-        # unary elementwise primitives: (ct, out, x) -> the cotangent of x, already of x's
-        # shape and dtype; the eager backward pass calls it directly (one frame less a step)
-        self.vjp_unary: Callable | None = None
+        # elementwise primitives: per operand, (ct, out, *primals) -> that operand's
+        # cotangent before broadcasting is undone; the eager backward pass calls these
+        # directly (``vjp`` is the same rule behind one more call and a list)
+        self.vjp_terms: tuple | None = None
         # for jit: a Python expression template ("{0} + {1}"), or a function
         # (arg sources, in avals, **params) -> expression or None (then impl is called)
         self.codegen: str | Callable | None = None

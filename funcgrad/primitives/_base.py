@@ -151,9 +151,14 @@ def align_batched(args: tuple, bdims: tuple) -> list:
 
 # --------------------------------------------------- elementwise primitives ---
 
+def ident_term(t: Any, out: Any, *args: Any, **params: Any) -> Any:
+    """The derivative term of an operand that passes its cotangent through (``x + y``)."""
+    return t
+
+
 def _linear_term(coef: int) -> Callable:
     if coef == 1:
-        return lambda t, out, *args, **p: t
+        return ident_term
     return lambda t, out, *args, **p: ew.neg(t)
 
 
@@ -214,11 +219,10 @@ def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
                     res[i] = unbroadcast(back[i](ct, out, *primals, **params), primals[i])
             return res
 
+        prim.vjp_terms = back    # the eager backward pass calls these directly
+
         if len(back) == 1 and back[0] is not None:      # unary: no loop, no broadcasting
             term0 = back[0]
-            if vjp_terms is None:
-                # the same shape as x, and its dtype: ct has out's, which is x's
-                prim.vjp_unary = term0
 
             def vjp(ct: Any, out: Any, primals: list, needed: tuple, **params: Any):  # noqa: F811
                 x = primals[0]
