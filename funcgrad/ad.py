@@ -165,11 +165,11 @@ class VJPTracer(Tracer):
     cotangents the rule must give).  Inputs have ``prim=None``.
     """
 
-    __slots__ = ("primal", "prim", "params", "primals", "parents", "needed")
+    __slots__ = ("primal", "prim", "params", "primals", "parents", "needed", "pos")
 
     def __init__(self, trace: VJPTrace, primal: Any, prim: Primitive | None = None,
                  params: dict = _NO_PARAMS, primals: Any = (), parents: Any = (),
-                 needed: tuple = ()):
+                 needed: tuple = (), pos: int = -1):
         self._trace = trace
         self.primal = primal
         self.prim = prim
@@ -177,6 +177,7 @@ class VJPTracer(Tracer):
         self.primals = primals
         self.parents = parents
         self.needed = needed
+        self.pos = pos          # index on the tape; inputs count back from the end (-1, -2, ...)
 
     aval = property(lambda self: get_aval(self.primal))
     shape = property(lambda self: shape_of(self.primal))
@@ -242,8 +243,9 @@ class VJPTrace(Trace):
             return out
         if prim.vjp is None:
             raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
-        t = VJPTracer(self, out, prim, params, primals, parents, needed)
-        self.tape.append(t)
+        tape = self.tape
+        t = VJPTracer(self, out, prim, params, primals, parents, needed, len(tape))
+        tape.append(t)
         return t
 
 
@@ -251,23 +253,26 @@ _F64 = np.dtype(np.float64)
 _FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)
 
 
-def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list) -> dict[int, Any]:
-    """Propagate output cotangents back through ``tape``; returns {id(input tracer): cotangent}.
+def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
+                  n_inputs: int) -> list:
+    """Propagate output cotangents back through ``tape``.
 
     A plain loop over the tape in reverse (no recursion, however deep the graph);
-    steps that received no cotangent are skipped.  Cotangents are keyed by
-    ``id``: tracers compare elementwise, like arrays, so they are not dict keys.
+    steps that received no cotangent are skipped.  Cotangents live in a list
+    indexed by each tracer's ``pos``: the tape's steps first, then the
+    ``n_inputs`` inputs (negative positions), whose entries are the result.
     """
     add = ew.add
-    acc: dict[int, Any] = {}
+    acc: list = [None] * (len(tape) + n_inputs)
     for r, ct in zip(roots, cts):
-        prev = acc.get(id(r))
-        acc[id(r)] = ct if prev is None else add(prev, ct)
-    pop, get = acc.pop, acc.get
+        prev = acc[r.pos]
+        acc[r.pos] = ct if prev is None else add(prev, ct)
     for n in reversed(tape):
-        g = pop(id(n), None)
+        k = n.pos
+        g = acc[k]
         if g is None:
             continue
+        acc[k] = None                  # freed as soon as it is used
         params = n.params
         parents = n.parents
         if len(parents) == 1:          # the common case: one traced operand
@@ -280,14 +285,14 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list) -> d
                 x = n.primals[i]
                 c = g if term is ident_term else term(g, n.primal, *n.primals)
                 if not (type(c) is np.ndarray and type(x) is np.ndarray and c.shape == x.shape
-                        and c.dtype == x.dtype):
+                        and c.dtype is x.dtype):
                     c = unbroadcast(c, x)
             else:
                 c = (n.prim.vjp(g, n.primal, n.primals, n.needed, **params) if params
                      else n.prim.vjp(g, n.primal, n.primals, n.needed))[n.needed[0]]
             if c is not None:
-                k = id(parents[0])
-                prev = get(k)
+                k = parents[0].pos
+                prev = acc[k]
                 acc[k] = c if prev is None else add(prev, c)
             continue
         in_cts = (n.prim.vjp(g, n.primal, n.primals, n.needed, **params) if params
@@ -296,10 +301,10 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list) -> d
             c = in_cts[i]
             if c is None:
                 continue
-            k = id(p)
-            prev = get(k)
+            k = p.pos
+            prev = acc[k]
             acc[k] = c if prev is None else add(prev, c)
-    return acc      # what is left: cotangents of the inputs
+    return acc
 
 
 def _strip(x: Any, trace: VJPTrace) -> Any:
@@ -348,7 +353,12 @@ def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
     input (one cotangent per output, of its shape and dtype): ``vjp_fn`` checks
     what users pass, ``grad`` makes its own."""
     with new_trace(VJPTrace) as trace:
-        tracers = [VJPTracer(trace, x) if is_float(x) else x for x in flat]
+        tracers = []
+        for x in flat:
+            if is_float(x):
+                tracers.append(VJPTracer(trace, x, pos=-1 - len(tracers)))
+            else:
+                tracers.append(x)
         out = fun(*tree_unflatten(in_tree, tracers))
         aux = None
         if has_aux:
@@ -364,10 +374,10 @@ def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
 
     def bwd(ct_flat: list) -> list:
         pairs = [(r, c) for r, c in zip(roots, ct_flat) if r is not None]
-        got = backward_pass(tape, [r for r, _ in pairs], [c for _, c in pairs])
+        got = backward_pass(tape, [r for r, _ in pairs], [c for _, c in pairs], len(flat))
         res = []
         for x, t in zip(flat, tracers):
-            g = got.get(id(t)) if type(t) is VJPTracer else None
+            g = got[t.pos] if type(t) is VJPTracer else None
             res.append(zeros_like_value(x) if g is None else _as_output(g))
         return res
 
