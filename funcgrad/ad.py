@@ -207,16 +207,16 @@ class VJPTrace(Trace):
         n = len(args)
         if n == 1:                         # the common unary case, without the loop
             a = args[0]                    # (bind chose this trace, so a is one of ours)
-            primals, parents, needed = [a.primal], [a], _FIRST
+            primals, parents, needed = (a.primal,), (a,), _FIRST
         elif n == 2:                       # binary: at least one of the two is ours
             a, b = args
             if type(a) is VJPTracer and a._trace is self:
                 if type(b) is VJPTracer and b._trace is self:
-                    primals, parents, needed = [a.primal, b.primal], [a, b], _BOTH
+                    primals, parents, needed = (a.primal, b.primal), (a, b), _BOTH
                 else:
-                    primals, parents, needed = [a.primal, b], [a], _FIRST
+                    primals, parents, needed = (a.primal, b), (a,), _FIRST
             else:
-                primals, parents, needed = [a, b.primal], [b], _SECOND
+                primals, parents, needed = (a, b.primal), (b,), _SECOND
         else:
             primals, parents, needed = [], [], []
             i = 0
