@@ -98,6 +98,15 @@ greater_equal = _binder(_registry["ge"], 2, "greater_equal", "Elementwise x >= y
 logical_and = _binder(_registry["and"], 2, "logical_and", "Elementwise logical and.")
 logical_or = _binder(_registry["or"], 2, "logical_or", "Elementwise logical or.")
 logical_not = _binder(_registry["not"], 1, "logical_not", "Elementwise logical not.")
+bitwise_and = _binder(_registry["bitwise_and"], 2, "bitwise_and",
+                      "Elementwise x & y: bitwise on integers, logical on booleans.")
+bitwise_or = _binder(_registry["bitwise_or"], 2, "bitwise_or",
+                     "Elementwise x | y: bitwise on integers, logical on booleans.")
+bitwise_xor = _binder(_registry["bitwise_xor"], 2, "bitwise_xor",
+                      "Elementwise x ^ y: bitwise on integers, logical on booleans.")
+invert = _binder(_registry["invert"], 1, "invert",
+                 "Elementwise ~x: bitwise not on integers, logical not on booleans.")
+bitwise_not = invert
 isfinite = _binder(_registry["isfinite"], 1, "isfinite", "Elementwise True where finite.")
 
 
@@ -694,7 +703,8 @@ _UFUNCS = {
     "absolute": abs, "sign": sign, "maximum": maximum, "minimum": minimum, "equal": equal,
     "not_equal": not_equal, "less": less, "less_equal": less_equal, "greater": greater,
     "greater_equal": greater_equal, "logical_and": logical_and, "logical_or": logical_or,
-    "logical_not": logical_not, "isfinite": isfinite, "isnan": isnan, "matmul": matmul,
+    "logical_not": logical_not, "bitwise_and": bitwise_and, "bitwise_or": bitwise_or,
+    "bitwise_xor": bitwise_xor, "invert": invert, "isfinite": isfinite, "isnan": isnan, "matmul": matmul,
     "logaddexp": logaddexp, "floor": floor,
 }
 
@@ -725,11 +735,13 @@ def _install_tracer_methods() -> None:
     T.__ge__ = greater_equal
     T.__eq__ = equal
     T.__ne__ = not_equal
-    T.__and__ = logical_and
-    T.__rand__ = lambda s, o: logical_and(o, s)
-    T.__or__ = logical_or
-    T.__ror__ = lambda s, o: logical_or(o, s)
-    T.__invert__ = logical_not
+    T.__and__ = bitwise_and
+    T.__rand__ = lambda s, o: bitwise_and(o, s)
+    T.__or__ = bitwise_or
+    T.__ror__ = lambda s, o: bitwise_or(o, s)
+    T.__xor__ = bitwise_xor
+    T.__rxor__ = lambda s, o: bitwise_xor(o, s)
+    T.__invert__ = invert
     T.__getitem__ = _getitem
     T.T = property(lambda s: transpose(s))
     T.at = property(_IndexUpdateHelper)

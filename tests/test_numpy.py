@@ -934,8 +934,40 @@ def test_iteration_matches_numpy(x):
 # ------------------------------------------------------------------ coverage ---
 
 # every public function of funcgrad.numpy, and where above it is compared with NumPy
+BITWISE = {"bitwise_and": (fnp.bitwise_and, np.bitwise_and), "bitwise_or": (fnp.bitwise_or, np.bitwise_or),
+           "bitwise_xor": (fnp.bitwise_xor, np.bitwise_xor)}
+
+
+@given(dtype=st.sampled_from([np.int64, np.int32, np.uint8, np.bool_]),
+       shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=4),
+       seed=st.integers(0, 2**32 - 1))
+def test_bitwise_functions_and_operators(dtype, shapes, seed):
+    """& | ^ ~ as NumPy: bitwise on integers, logical on booleans; with Python scalars too."""
+    r = np.random.default_rng(seed)
+    x, y = (r.integers(0, 2, s).astype(dtype) if dtype == np.bool_ else
+            r.integers(0, 100, s).astype(dtype) for s in shapes.input_shapes)
+    c = True if dtype == np.bool_ else 6
+    for f, ref in BITWISE.values():
+        check(f, ref, x, y)
+        check(lambda a, f=f: f(a, c), lambda a, ref=ref: ref(a, c), x)
+    check(fnp.invert, np.invert, x)
+    check(fnp.bitwise_not, np.bitwise_not, x)
+    check(lambda a, b: (a & b, a | b, a ^ b, ~a, c & a, c | a, c ^ a),
+          lambda a, b: (a & b, a | b, a ^ b, ~a, c & a, c | a, c ^ a), x, y)
+
+
+def test_bitwise_on_floats_is_a_teaching_type_error():
+    x = np.ones(3)
+    for f in (lambda: fnp.bitwise_and(x, 1), lambda: fg.jit(lambda a: a | 1)(x),
+              lambda: fg.jit(lambda a: ~a)(x)):
+        with pytest.raises(TypeError, match=r"not defined for operands of dtype float64.*"
+                                            r"bitwise on integers and logical on booleans"):
+            f()
+
+
 TESTED = {
     **{n: "test_unary" for n in UNARY}, **{n: "test_binary_broadcasting" for n in BINARY},
+    **{n: "test_bitwise_functions_and_operators" for n in [*BITWISE, "invert", "bitwise_not"]},
     **{n: "test_reductions" for n in REDUCTIONS},
     "argmax": "test_argreductions", "argmin": "test_argreductions", "where": "test_where_and_clip",
     "clip": "test_where_and_clip", "astype": "test_astype", "matmul": "test_matmul",

@@ -325,6 +325,8 @@ ZERO_GRAD_FUNS = {
     "logical": lambda x: fnp.sum(fnp.logical_or(fnp.logical_and(x > 0, fnp.logical_not(x > 1)), x < -1)
                                  .astype(x.dtype)),
     "isfinite": lambda x: fnp.sum(fnp.isfinite(x).astype(x.dtype)),
+    "bitwise": lambda x: fnp.sum((((x > 0) & (x < 1)) | ((x > 2) ^ ~(x < -1))).astype(x.dtype)
+                                 + ((x * 4).astype(np.int64) & 3)),
     "argmax": lambda x: (fnp.argmax(x) + fnp.argmin(x)).astype(x.dtype),
     "integer_ops": lambda x: fnp.sum((x * 10).astype(np.int64) * 2 + 3).astype(x.dtype),
     "stop_gradient": lambda x: fnp.sum(fg.stop_gradient(x) ** 2),

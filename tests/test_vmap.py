@@ -143,6 +143,7 @@ UNARY: dict[str, tuple[Callable, Callable]] = {
     "sign": (fnp.sign, floats()), "floor": (fnp.floor, floats()),
     "step": (registry["step"].bind, floats()),
     "not": (fnp.logical_not, bools), "isfinite": (fnp.isfinite, with_nonfinite),
+    "invert": (fnp.invert, ints_below(16)),
     "stop_gradient": (fg.stop_gradient, floats()),
 }
 BINARY: dict[str, tuple[Callable, Callable]] = {
@@ -153,6 +154,8 @@ BINARY: dict[str, tuple[Callable, Callable]] = {
     "lt": (fnp.less, floats()), "le": (fnp.less_equal, ints_below(2)),
     "gt": (fnp.greater, floats()), "ge": (fnp.greater_equal, ints_below(2)),
     "and": (fnp.logical_and, bools), "or": (fnp.logical_or, bools),
+    "bitwise_and": (fnp.bitwise_and, ints_below(16)), "bitwise_or": (fnp.bitwise_or, ints_below(16)),
+    "bitwise_xor": (fnp.bitwise_xor, bools),
 }
 
 
@@ -181,7 +184,8 @@ def binary_case(name: str) -> st.SearchStrategy:
         s = draw(bshapes(2))
         gen_t = _typed(gen, draw(float_dtypes))
         if draw(st.integers(0, 4)) == 0:   # a Python scalar as the second operand
-            c = 1.5 if gen is not bools else True
+            kind = np.asarray(gen(np.random.default_rng(0), ())).dtype.kind
+            c = True if gen is bools else 3 if kind in "iu" else 1.5
             return Case(lambda x: fn(x, c), s[:1], [gen_t], name)
         return Case(fn, s, [gen_t, gen_t], name)
     return case()

@@ -164,14 +164,16 @@ def _linear_term(coef: int) -> Callable:
 
 def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
                 linear: tuple | None = None, vjp_terms: tuple | None = None,
-                zero_derivative: bool = False, codegen: str | None = None) -> Primitive:
+                zero_derivative: bool = False, codegen: str | None = None,
+                dtype_hint: str = "") -> Primitive:
     """Declare an elementwise (broadcasting) primitive.
 
     Its derivative is given per operand ``i`` as ``terms[i](t, out, *args)``:
     the local partial derivative times ``t``.  Since the Jacobian of an
     elementwise op is diagonal, the same term serves forward mode (``t`` a
     tangent) and reverse mode (``t`` a cotangent, then :func:`unbroadcast`).
-    ``linear`` gives constant coefficients (+1/-1) instead.
+    ``linear`` gives constant coefficients (+1/-1) instead.  ``dtype_hint`` ends
+    the error for operand dtypes NumPy does not support.
     """
     prim = Primitive(name, impl)
     cache: dict = {}
@@ -185,7 +187,11 @@ def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
                 f"{name}: operands with shapes {' and '.join(map(str, shapes))} cannot be "
                 "broadcast together (NumPy broadcasting compares shapes from the last axis; "
                 "each pair of sizes must be equal or one of them 1)") from None
-        dt, weak = result_dtype(impl, avals, params, cache)
+        try:
+            dt, weak = result_dtype(impl, avals, params, cache)
+        except TypeError:      # NumPy has no loop for these dtypes
+            raise TypeError(f"{name}: not defined for operands of dtype "
+                            f"{' and '.join(str(a.dtype) for a in avals)}{dtype_hint}") from None
         return ShapedArray(shape, dt, weak)
 
     prim.abstract_eval = abstract_eval

@@ -97,6 +97,17 @@ ge_p = elementwise("ge", np.greater_equal, zero_derivative=True, codegen="{0} >=
 and_p = elementwise("and", np.logical_and, zero_derivative=True, codegen="np.logical_and({0}, {1})")
 or_p = elementwise("or", np.logical_or, zero_derivative=True, codegen="np.logical_or({0}, {1})")
 not_p = elementwise("not", np.logical_not, zero_derivative=True, codegen="np.logical_not({0})")
+# &, |, ^, ~ as NumPy has them: bitwise on integers, logical on booleans (floats: TypeError)
+_BITWISE_HINT = ("; &, |, ^ and ~ are bitwise on integers and logical on booleans, as in NumPy: "
+                 "compare floats first ((x > 0) & (y > 0)) or use fnp.logical_and/logical_or")
+bitwise_and_p = elementwise("bitwise_and", np.bitwise_and, zero_derivative=True, codegen="{0} & {1}",
+                            dtype_hint=_BITWISE_HINT)
+bitwise_or_p = elementwise("bitwise_or", np.bitwise_or, zero_derivative=True, codegen="{0} | {1}",
+                           dtype_hint=_BITWISE_HINT)
+bitwise_xor_p = elementwise("bitwise_xor", np.bitwise_xor, zero_derivative=True, codegen="{0} ^ {1}",
+                            dtype_hint=_BITWISE_HINT)
+invert_p = elementwise("invert", np.invert, zero_derivative=True, codegen="~{0}",
+                       dtype_hint=_BITWISE_HINT)
 isfinite_p = elementwise("isfinite", np.isfinite, zero_derivative=True, codegen="np.isfinite({0})")
 def _step_impl(x: Any) -> Any:
     """0, 1/2, 1 where x <, ==, > 0 and NaN where x is NaN: ``np.heaviside(x, 0.5)``,
