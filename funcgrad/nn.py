@@ -31,8 +31,8 @@ Array = Any
 # ---------------------------------------------------------------- activations ---
 
 def relu(x: Array) -> Array:
-    """``max(x, 0)``; its derivative at exactly 0 is taken as 0 (as in JAX)."""
-    return fnp.where(x > 0, x, 0)
+    """``max(x, 0)``; its derivative at exactly 0 is taken as 0, and NaN stays NaN (as in JAX)."""
+    return fnp.where(x <= 0, 0, x)
 
 
 def sigmoid(x: Array) -> Array:

@@ -68,6 +68,12 @@ def test_second_derivatives_exact_at_zero():
     assert fg.grad(nn.relu)(0.0) == 0.0
 
 
+def test_relu_keeps_nan_like_np_maximum():
+    x = np.array([-1.0, 0.0, 2.0, np.nan, -np.inf, np.inf])
+    np.testing.assert_array_equal(nn.relu(x), np.maximum(x, 0))
+    np.testing.assert_array_equal(fg.jit(nn.relu)(x), np.maximum(x, 0))
+
+
 @given(floats)
 def test_activations_match_naive_formulas(x):
     np.testing.assert_allclose(nn.sigmoid(x), 1 / (1 + np.exp(-x)), rtol=1e-12)
