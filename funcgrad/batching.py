@@ -22,6 +22,7 @@ from funcgrad.core import (
     Tracer,
     check_thread,
     dtype_of,
+    get_aval,
     new_trace,
     unsupported_type_message,
     valid_value,
@@ -66,22 +67,38 @@ class BatchTrace(Trace):
             check_thread(self)        # a tracer handed to another thread
         if prim.batch is None:
             raise NotImplementedError(f"vmap: primitive {prim.name} has no batching rule")
-        if len(args) == 1:
-            a = args[0]          # bind sent it here, so it is this trace's tracer
-            out, d = prim.batch((a.val,), (a.bdim,), **params)
-        else:
-            vals, dims = [], []
-            for a in args:
-                if type(a) is BatchTracer and a._trace is self:
-                    vals.append(a.val)
-                    dims.append(a.bdim)
-                else:
-                    vals.append(a)
-                    dims.append(None)
-            out, d = prim.batch(tuple(vals), tuple(dims), **params)
+        try:
+            if len(args) == 1:
+                a = args[0]          # bind sent it here, so it is this trace's tracer
+                out, d = prim.batch((a.val,), (a.bdim,), **params)
+            else:
+                vals, dims = [], []
+                for a in args:
+                    if type(a) is BatchTracer and a._trace is self:
+                        vals.append(a.val)
+                        dims.append(a.bdim)
+                    else:
+                        vals.append(a)
+                        dims.append(None)
+                out, d = prim.batch(tuple(vals), tuple(dims), **params)
+        except (ValueError, TypeError, IndexError) as e:
+            raise self._per_example_error(prim, args, params, e) from None
         if d is None:
             return out
         return BatchTracer(self, out, d)
+
+    def _per_example_error(self, prim: Primitive, args: tuple, params: dict,
+                           err: Exception) -> Exception:
+        """The error of ``prim`` on one example's shapes (the shapes the user wrote), if
+        it has one; a batched shape in the message would name arrays the user never saw."""
+        avals = [a.aval if type(a) is BatchTracer and a._trace is self else get_aval(a)
+                 for a in args]
+        try:
+            prim.abstract_eval(*avals, **params)
+        except (ValueError, TypeError, IndexError) as e:
+            return type(e)(f"{e} (in vmap over a batch of {self.axis_size}; the shapes are "
+                           "those of one example)")
+        return err
 
 
 def _broadcast_prefix(prefix: Any, tree: Any, what: str, names: list[str] | None = None,

@@ -164,6 +164,12 @@ def test_shape_errors_raised_at_trace_time(name):
         f(x, y)
     for s in shown:
         assert s in str(eager.value), str(eager.value)
+    # under vmap, the shapes of one example (the ones the user wrote), not the batched ones
+    with pytest.raises(ValueError) as batched:
+        fg.vmap(f, in_axes=(0, None))(np.stack([x, x]), y)
+    for s in shown:
+        assert s in str(batched.value), str(batched.value)
+    assert str((2,) + sx) not in str(batched.value), str(batched.value)
 
 
 def test_shape_error_names_the_operation():
@@ -176,7 +182,8 @@ def test_shape_error_names_the_operation():
 def test_shape_errors_under_grad_and_vmap_come_from_the_op():
     with pytest.raises(ValueError, match=r"\(3,\).*\(4,\)"):
         fg.grad(lambda x: fnp.sum(x + np.ones(4)))(np.ones(3))
-    with pytest.raises(ValueError, match=r"\(4,\).*cannot be broadcast"):
+    with pytest.raises(ValueError, match=r"shapes \(3,\) and \(4,\) cannot be broadcast.*"
+                                         r"in vmap over a batch of 2; the shapes are those of one"):
         fg.vmap(lambda x: x + np.ones(4))(np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"\(3,\).*\(4,\)"):
         fg.make_jaxpr(lambda x, y: x * y)(np.ones(3), np.ones(4))     # operators trace the op too
