@@ -226,18 +226,6 @@ def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
             return res
 
         prim.vjp_terms = back    # the eager backward pass calls these directly
-
-        if len(back) == 1 and back[0] is not None:      # unary: no loop, no broadcasting
-            term0 = back[0]
-
-            def vjp(ct: Any, out: Any, primals: list, needed: tuple, **params: Any):  # noqa: F811
-                x = primals[0]
-                g = term0(ct, out, x, **params)
-                if type(g) is np.ndarray and type(x) is np.ndarray and g.dtype == x.dtype \
-                        and g.shape == x.shape:
-                    return [g]
-                return [unbroadcast(g, x)]
-
         prim.jvp = jvp
         prim.vjp = vjp
 
