@@ -7,6 +7,7 @@ path of every MLP and maps straight onto BLAS.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -53,29 +54,38 @@ _DOT_MAX_F64 = 200_000     # float64 outer products above this size: OpenBLAS is
 _ROWS_MIN = 16_384         # per-example float32 outer products at least this big: one GEMM each
 
 
-def _outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for a contraction of size 1 (outer products), by the fastest NumPy kernel.
+def _outer_kernel(sa: tuple, da: np.dtype, sb: tuple, db: np.dtype) -> str:
+    """Which kernel computes ``a @ b`` fastest for a contraction of size 1 (outer products).
 
     Measured on one BLAS thread: a 2-d outer product is fastest as a BLAS
-    ``np.dot`` (1.5-3x a broadcast multiply; for float64 only up to
+    ``np.dot`` ("dot": 1.5-3x a broadcast multiply; for float64 only up to
     ``_DOT_MAX_F64`` elements); a stack of big float32 ones (per-example
-    gradients of a dense layer) as one ``np.dot`` per matrix into the result,
-    about 20% faster than einsum's loop; otherwise einsum (big) or a broadcast
-    multiply (small).
+    gradients of a dense layer) as one ``np.dot`` per matrix into the result
+    ("rows": about 20% faster than einsum's loop); otherwise "einsum" (big) or a
+    broadcast "multiply" (small).  Used per call by the impl and once by jit.
     """
-    size = a.size * b.shape[-1]
-    dt = a.dtype
-    if b.dtype == dt and dt.kind == "f":
-        if a.ndim == 2 and b.ndim == 2 and (dt.itemsize == 4 or size <= _DOT_MAX_F64):
-            return np.dot(a, b)
-        if (a.ndim == 3 and b.ndim == 3 and dt.itemsize == 4 and a.shape[0] == b.shape[0]
-                and a.shape[1] * b.shape[2] >= _ROWS_MIN):
-            out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dt)
-            dot = np.dot
-            for k in range(a.shape[0]):
-                dot(a[k], b[k], out=out[k])
-            return out
-    if size >= _EINSUM_MIN:
+    size = math.prod(sa) * sb[-1]
+    if da == db and da.kind == "f":
+        if len(sa) == 2 and len(sb) == 2 and (da.itemsize == 4 or size <= _DOT_MAX_F64):
+            return "dot"
+        if len(sa) == 3 and len(sb) == 3 and da.itemsize == 4 and sa[0] == sb[0] \
+                and sa[1] * sb[2] >= _ROWS_MIN:
+            return "rows"
+    return "einsum" if size >= _EINSUM_MIN else "multiply"
+
+
+def _outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a contraction of size 1, by the kernel :func:`_outer_kernel` picks."""
+    kernel = _outer_kernel(a.shape, a.dtype, b.shape, b.dtype)
+    if kernel == "dot":
+        return np.dot(a, b)
+    if kernel == "rows":
+        out = np.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
+        dot = np.dot
+        for k in range(a.shape[0]):
+            dot(a[k], b[k], out=out[k])
+        return out
+    if kernel == "einsum":
         return np.einsum("...ik,...kj->...ij", a, b)
     return np.multiply(a, b)
 
@@ -107,7 +117,10 @@ def _matmul_codegen(args: list, avals: list) -> str | None:
     if a.weak_type or b.weak_type:
         return None
     if a.ndim >= 2 and b.ndim >= 2 and a.shape[-1] == 1 and b.shape[-2] == 1:
-        return None           # outer products: _outer picks the kernel (a few checks per call)
+        kernel = _outer_kernel(a.shape, a.dtype, b.shape, b.dtype)   # chosen once
+        return {"dot": f"np.dot({args[0]}, {args[1]})", "rows": None,
+                "einsum": f"np.einsum('...ik,...kj->...ij', {args[0]}, {args[1]})",
+                "multiply": f"np.multiply({args[0]}, {args[1]})"}[kernel]
     if a.ndim > 2 and b.ndim == 2:
         return None           # the stacked case reshapes only when contiguous: leave it to impl
     return f"{args[0]} @ {args[1]}"
