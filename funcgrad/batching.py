@@ -28,7 +28,7 @@ from funcgrad.core import (
     valid_value,
 )
 from funcgrad.primitives import shape as sh
-from funcgrad.primitives._base import ndim_of, shape_of
+from funcgrad.primitives._base import shape_of
 from funcgrad.tree_util import _node, tree_flatten, tree_unflatten
 
 __all__ = ["vmap"]
@@ -251,14 +251,14 @@ def _vmap(fun: Callable, in_axes: Any, out_axes: Any, axis_size: int | None,
         spec = tuple(in_axes) if isinstance(in_axes, list) else in_axes
         flat, in_tree = tree_flatten(args)
         axes = _prefix_axes(spec, in_tree)
-        if axes is None or any(ax is not None and not -ndim_of(x) <= ax < ndim_of(x)
-                               for x, ax in zip(flat, axes)):
-            # a bad in_axes: redo it with leaf names, for the error message
-            names = _names or _arg_names(fun, len(args))
-            named = _broadcast_prefix(spec, args, "in_axes", names)
+        named = None          # (axis, leaf name) per leaf: worked out only for messages
+
+        def leaf_names() -> list:
+            return _broadcast_prefix(spec, args, "in_axes", _names or _arg_names(fun, len(args)))
+
+        if axes is None:      # a pytree prefix (or a bad one, which raises naming it)
+            named = leaf_names()
             axes = [a for a, _ in named]
-        else:
-            named = None
         size, sizes_seen = axis_size, []
         norm = []
         for i, (x, ax) in enumerate(zip(flat, axes)):
@@ -267,7 +267,7 @@ def _vmap(fun: Callable, in_axes: Any, out_axes: Any, axis_size: int | None,
                 continue
             shp = shape_of(x)
             if not -len(shp) <= ax < len(shp):
-                name = named[i][1]
+                name = (named or leaf_names())[i][1]
                 valid = f"valid axes are {-len(shp)}..{len(shp) - 1}" if shp else \
                     "a 0-d value has no axis to map over; use in_axes=None for it"
                 raise ValueError(f"vmap: in_axes={ax} for argument {name} of shape {shp} is out of "
@@ -278,9 +278,7 @@ def _vmap(fun: Callable, in_axes: Any, out_axes: Any, axis_size: int | None,
         if sizes_seen:
             distinct = {n for _, _, n in sizes_seen}
             if len(distinct) > 1 or (axis_size is not None and axis_size not in distinct):
-                if named is None:
-                    names = _names or _arg_names(fun, len(args))
-                    named = _broadcast_prefix(spec, args, "in_axes", names)
+                named = named or leaf_names()
                 sizes_seen = [(named[i][1], ax, n) for i, ax, n in sizes_seen]
                 seen = "; ".join(f"argument {name} has size {n} along axis {ax}"
                                  for name, ax, n in sizes_seen)
