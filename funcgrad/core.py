@@ -444,6 +444,12 @@ def _facade():
     return fnp
 
 
+def _ufunc_table() -> dict:
+    if not _UFUNCS:
+        _UFUNCS.update(_facade()._UFUNCS)
+    return _UFUNCS
+
+
 class Tracer:
     """A stand-in for an array during tracing; behaves like a NumPy array."""
 
@@ -527,7 +533,7 @@ class Tracer:
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         # (ndarray @ tracer and friends come here too: NumPy tries its ufunc first)
-        fn = (_UFUNCS or _UFUNCS.update(_facade()._UFUNCS) or _UFUNCS).get(ufunc.__name__)
+        fn = _ufunc_table().get(ufunc.__name__)
         if method != "__call__" or fn is None or kwargs:
             raise TypeError(
                 f"numpy.{ufunc.__name__}{'' if method == '__call__' else '.' + method} is not "
