@@ -333,13 +333,18 @@ def einsum(subscripts: str, *operands):
 
 # ------------------------------------------------------------------ shape ---
 def reshape(x, shape, order="C"):
-    if order != "C":
-        raise NotImplementedError("reshape: only order='C' is supported")
+    """NumPy's reshape; ``order="F"`` (first index fastest) is the C-order reshape of the
+    transpose, transposed back, so it needs no rules of its own."""
+    if order not in ("C", "F"):
+        raise ValueError(f"reshape: order must be 'C' or 'F', got {order!r} ('A' and 'K' depend "
+                         "on memory layout, which traced arrays do not have)")
     try:
         shape = tuple(operator.index(n) for n in (
             (shape,) if isinstance(shape, (int, _np.integer)) else tuple(shape)))
     except TypeError:
         raise TypeError(f"reshape: shape must be an int or a tuple of ints, got {shape!r}") from None
+    if order == "F":
+        return transpose(_sh.reshape(transpose(x), shape[::-1]))
     return _sh.reshape(x, shape)
 
 
@@ -760,8 +765,9 @@ def _install_tracer_methods() -> None:
     T.dot = dot
     T.clip = lambda s, a_min=None, a_max=None: clip(s, a_min, a_max)
     T.astype = astype
-    T.reshape = lambda s, *shape: reshape(
-        s, tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+    T.reshape = lambda s, *shape, order="C": reshape(
+        s, tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape,
+        order)
     T.transpose = lambda s, *axes: transpose(
         s, (tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
         or None)

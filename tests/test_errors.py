@@ -374,6 +374,8 @@ FNP_MISTAKES: dict[str, tuple[Callable, type, tuple]] = {
     "reshape-non-integer-shape": (lambda x: fnp.reshape(x, (2.5, 2)), TypeError,
                                   ("reshape", "tuple of ints", "2.5")),
     "reshape-string-shape": (lambda x: fnp.reshape(x, "ab"), TypeError, ("reshape", "'ab'")),
+    "reshape-layout-order": (lambda x: fnp.reshape(x, (3, 2), order="A"), ValueError,
+                             ("reshape", "'C' or 'F'", "'A'")),
     "astype-unknown-dtype": (lambda x: fnp.astype(x, "notadtype"), TypeError,
                              ("astype", "notadtype")),
     "astype-string-dtype": (lambda x: fnp.astype(x, str), TypeError, ("astype", "not numeric")),

@@ -530,6 +530,8 @@ def test_reshape_ravel_squeeze_expand_dims(x, data):
         minus = tuple(-1 if j == i else n for j, n in enumerate(new))
         check(lambda x: fnp.reshape(x, minus), lambda x: np.reshape(x, minus), x)
     check(lambda x: fnp.reshape(x, x.size), lambda x: np.reshape(x, x.size), x)
+    check(lambda x: fnp.reshape(x, new, order="F"), lambda x: np.reshape(x, new, order="F"), x)
+    check(lambda x: x.reshape(new, order="F"), lambda x: x.reshape(new, order="F"), x)
     check(fnp.squeeze, np.squeeze, x)
     check(lambda x: x.squeeze(), lambda x: x.squeeze(), x)
     ones = [i for i, n in enumerate(x.shape) if n == 1]
