@@ -662,21 +662,25 @@ class _IndexUpdateRef:
     def __init__(self, x, idx):
         self.x, self.idx = x, idx
 
-    def _scatter(self, v, mode):
+    def _scatter(self, v, mode, unique_indices=False):
         index, arrays = _normalize_index(self.idx, _shape_of(self.x))
-        return bind(_ix.scatter_p, self.x, v, *arrays, index=index, mode=mode)
+        return _ix.scatter(self.x, v, arrays, index, mode, bool(unique_indices))
 
-    def set(self, values):
-        """A copy of x with ``x[idx] = values``."""
+    def set(self, values, *, unique_indices=False):
+        """A copy of x with ``x[idx] = values`` (``unique_indices`` is accepted, as in JAX,
+        and not needed)."""
         return self._scatter(values, "set")
 
-    def add(self, values):
-        """A copy of x with ``values`` added at ``idx`` (repeated indices accumulate)."""
+    def add(self, values, *, unique_indices=False):
+        """A copy of x with ``values`` added at ``idx`` (repeated indices accumulate;
+        ``unique_indices`` is accepted, as in JAX, and not needed)."""
         return self._scatter(values, "add")
 
-    def multiply(self, values):
-        """A copy of x with ``x[idx]`` multiplied by ``values``."""
-        return self._scatter(values, "mul")
+    def multiply(self, values, *, unique_indices=False):
+        """A copy of x with ``x[idx]`` multiplied by ``values``.  The derivative in
+        ``values`` needs each position hit once: checked for concrete indices; for traced
+        ones (under jit or vmap) promise it with ``unique_indices=True``, as in JAX."""
+        return self._scatter(values, "mul", unique_indices)
 
     def get(self):
         return _getitem(self.x, self.idx)

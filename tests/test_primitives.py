@@ -307,6 +307,29 @@ def test_scatter_multiply_repeated_indices_refused_for_v_derivative():
     np.testing.assert_array_equal(gx, [3.0, 1.0, 2.0])
 
 
+@pytest.mark.parametrize("transform", ["jit", "vmap"])
+def test_scatter_multiply_traced_indices_need_the_unique_promise(transform):
+    """Traced indices cannot be checked for repeats: the v-derivative is refused unless the
+    caller promises unique_indices=True (as in JAX), and then it is right."""
+    x, v = np.arange(1.0, 6.0), np.array([2.0, 3.0])
+
+    def loss(v, i, **kw):
+        return fnp.sum(fnp.at(x)[i].multiply(v, **kw) ** 2)
+
+    idx = np.array([[1, 3], [4, 0]])
+    run = {"jit": lambda g: [fg.jit(g)(v, i) for i in idx],
+           "vmap": lambda g: list(fg.vmap(g, in_axes=(None, 0))(v, idx))}[transform]
+    with pytest.raises(NotImplementedError, match=r"idx is traced.*unique_indices=True"):
+        run(fg.grad(loss))
+    got = run(fg.grad(lambda v, i: loss(v, i, unique_indices=True)))
+    for g, i in zip(got, idx):      # against the concrete-index gradient (checked for repeats)
+        np.testing.assert_allclose(g, fg.grad(loss)(v, i), rtol=1e-12)
+        np.testing.assert_allclose(g, 2 * x[i] ** 2 * v, rtol=1e-12)
+    # the derivative in x needs no promise: it is right with repeated traced indices too
+    gx = fg.jit(fg.grad(lambda x, i: fnp.sum(fnp.at(x)[i].multiply(v))))(x, np.array([0, 0]))
+    np.testing.assert_allclose(gx, [6.0, 1.0, 1.0, 1.0, 1.0])
+
+
 def test_scatter_set_gradient_blocks_overwritten_entries():
     gx, gv = fg.grad(lambda x, v: fnp.sum(x.at[1].set(v) * 3.0), argnums=(0, 1))(np.ones(3), 2.0)
     np.testing.assert_array_equal(gx, [3.0, 0.0, 3.0])

@@ -142,7 +142,7 @@ gather_p.jvp, gather_p.vjp, gather_p.batch = _gather_jvp, _gather_vjp, _gather_b
 
 
 # ---- scatter --------------------------------------------------------------------
-def _scatter_impl(x, v, *arrays, index, mode):
+def _scatter_impl(x, v, *arrays, index, mode, unique_indices=False):
     y = np.array(x, copy=True)
     idx = to_numpy_index(index, arrays)
     if mode == "set":
@@ -164,7 +164,7 @@ _MODE_NAME = {"set": "set", "add": "add", "mul": "multiply"}
 
 
 def _scatter_aval(x: ShapedArray, v: ShapedArray, *arrays: ShapedArray, index: tuple,
-                  mode: str) -> ShapedArray:
+                  mode: str, unique_indices: bool = False) -> ShapedArray:
     region = _indexed_shape(x, arrays, index)
     try:
         ok = np.broadcast_shapes(v.shape, region) == region
@@ -179,18 +179,31 @@ def _scatter_aval(x: ShapedArray, v: ShapedArray, *arrays: ShapedArray, index: t
 scatter_p = register(Primitive("scatter", _scatter_impl, _scatter_aval))
 
 
-def scatter(x: Any, v: Any, arrays: Sequence, index: tuple, mode: str) -> Any:
+def scatter(x: Any, v: Any, arrays: Sequence, index: tuple, mode: str,
+            unique_indices: bool = False) -> Any:
+    """``x.at[index].<mode>(v)``; ``unique_indices=True`` (a param only when set) is the
+    caller's promise that the index arrays hit each position once, as in JAX."""
+    if unique_indices:
+        return bind(scatter_p, x, v, *arrays, index=index, mode=mode, unique_indices=True)
     return bind(scatter_p, x, v, *arrays, index=index, mode=mode)
 
 
-def _check_unique_for_mul(x: Any, arrays: Sequence, index: tuple) -> None:
+def _check_unique_for_mul(x: Any, arrays: Sequence, index: tuple, unique_indices: bool) -> None:
     """The derivative of ``.at[idx].multiply(v)`` in ``v`` assumes each position is hit once.
 
-    Where the index arrays are concrete, repeated positions are detected and
-    refused (as JAX does) instead of giving a wrong derivative.
+    Concrete index arrays are checked, and repeated positions refused, instead of
+    giving a wrong derivative.  Traced ones cannot be checked: as in JAX, the
+    caller must promise ``unique_indices=True``.
     """
-    if not arrays or any(isinstance(a, Tracer) for a in arrays):
+    if not arrays or unique_indices:
         return
+    if any(isinstance(a, Tracer) for a in arrays):
+        raise NotImplementedError(
+            "x.at[idx].multiply(v): the derivative with respect to v needs indices that hit "
+            "each position once, and idx is traced (an argument under jit or vmap), so this "
+            "cannot be checked. If the positions are distinct, say so with "
+            "x.at[idx].multiply(v, unique_indices=True); otherwise pass idx as a concrete "
+            "array (closed over, or static).")
     counts = _scatter_impl(np.zeros(shape_of(x), np.int64), 1, *arrays, index=index, mode="add")
     if counts.size and counts.max() > 1:
         raise NotImplementedError(
@@ -208,12 +221,12 @@ def _set_winners(x: Any, arrays: Sequence, index: tuple) -> Any:
     return ew.eq(gather(winners, arrays, index), ids)
 
 
-def _scatter_jvp(primals, tangents, *, index, mode):
+def _scatter_jvp(primals, tangents, *, index, mode, unique_indices=False):
     x, v, arrays = primals[0], primals[1], primals[2:]
     tx, tv = tangents[0], tangents[1]
     if mode == "mul" and tv is not None:
-        _check_unique_for_mul(x, arrays, index)
-    out = scatter(x, v, arrays, index, mode)
+        _check_unique_for_mul(x, arrays, index, unique_indices)
+    out = scatter(x, v, arrays, index, mode, unique_indices)
     if mode in ("set", "add"):
         if mode == "add" and tv is None:
             return out, tx
@@ -226,7 +239,7 @@ def _scatter_jvp(primals, tangents, *, index, mode):
     return out, t
 
 
-def _scatter_vjp(ct, out, primals, needed, *, index, mode):
+def _scatter_vjp(ct, out, primals, needed, *, index, mode, unique_indices=False):
     x, v, arrays = primals[0], primals[1], primals[2:]
     res: list = [None] * len(primals)
     if 0 in needed:
@@ -239,7 +252,7 @@ def _scatter_vjp(ct, out, primals, needed, *, index, mode):
     if 1 in needed:
         g = gather(ct, arrays, index)
         if mode == "mul":
-            _check_unique_for_mul(x, arrays, index)
+            _check_unique_for_mul(x, arrays, index, unique_indices)
             g = ew.mul(g, gather(x, arrays, index))
         elif mode == "set" and arrays:   # repeated positions: only the kept update gets ct
             g = ew.select(_set_winners(x, arrays, index), g, 0)
@@ -247,7 +260,7 @@ def _scatter_vjp(ct, out, primals, needed, *, index, mode):
     return res
 
 
-def _scatter_batch(args, bdims, *, index, mode):
+def _scatter_batch(args, bdims, *, index, mode, unique_indices=False):
     x, v, arrays = args[0], args[1], args[2:]
     dx, dv, darrs = bdims[0], bdims[1], bdims[2:]
     size = batch_size(args, bdims)
@@ -272,7 +285,7 @@ def _scatter_batch(args, bdims, *, index, mode):
             else:
                 v = sh.broadcast_to(v, region)
                 v = sh.reshape(v, region[:n_adv] + (1,) + region[n_adv:])
-        return scatter(x, v, arrays, new_index, mode), 0
+        return scatter(x, v, arrays, new_index, mode, unique_indices), 0
     # batched index arrays: scatter into each example's flattened positions
     n = int(np.prod(x_shape, dtype=np.int64))
     iota = np.arange(n).reshape(x_shape)
@@ -282,7 +295,7 @@ def _scatter_batch(args, bdims, *, index, mode):
     flat = sh.reshape(x, (size, n))
     if dv is None:
         v = sh.broadcast_to(v, region)
-    out = scatter(flat, v, (rows, pos), (("a", 0), ("a", 1)), mode)
+    out = scatter(flat, v, (rows, pos), (("a", 0), ("a", 1)), mode, unique_indices)
     return sh.reshape(out, (size,) + x_shape), 0
 
 
