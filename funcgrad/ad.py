@@ -15,6 +15,7 @@ primitives, so the backward pass is itself traceable: ``grad(grad(f))``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from threading import get_ident
 from typing import Any
@@ -506,7 +507,7 @@ def stop_gradient(x: Any) -> Any:
 
 def _std_basis(leaves: list) -> list:
     """One batched one-hot tangent per leaf: leaf i gets shape ``(N,) + leaf.shape``."""
-    sizes = [int(np.prod(shape_of(x), dtype=np.int64)) for x in leaves]
+    sizes = [math.prod(shape_of(x)) for x in leaves]
     n = sum(sizes)
     out, start = [], 0
     for x, s in zip(leaves, sizes):
@@ -524,7 +525,7 @@ def _split_rows(y: Any, leaves: list, axis: int) -> list:
     ys = shape_of(y)
     ax = axis % len(ys)
     for x in leaves:
-        s = int(np.prod(shape_of(x), dtype=np.int64))
+        s = math.prod(shape_of(x))
         idx = (slice(None),) * ax + (slice(start, start + s),)
         part = fnp._getitem(y, idx) if (start, s) != (0, ys[ax]) else y
         res.append(fnp.reshape(part, ys[:ax] + shape_of(x) + ys[ax + 1:]))

@@ -9,6 +9,7 @@ user indices (Ellipsis, lists, boolean masks) into this form.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -216,7 +217,7 @@ def _set_winners(x: Any, arrays: Sequence, index: tuple) -> Any:
     """For ``.at[idx].set(v)`` with repeated positions: a mask of the updates that are kept."""
     region = _indexed_shape(ShapedArray(shape_of(x), np.float64),
                             [ShapedArray(shape_of(a), np.intp) for a in arrays], index)
-    ids = np.arange(int(np.prod(region, dtype=np.int64))).reshape(region)
+    ids = np.arange(math.prod(region)).reshape(region)
     winners = scatter(np.full(shape_of(x), -1, np.int64), ids, arrays, index, "set")
     return ew.eq(gather(winners, arrays, index), ids)
 
@@ -287,7 +288,7 @@ def _scatter_batch(args, bdims, *, index, mode, unique_indices=False):
                 v = sh.reshape(v, region[:n_adv] + (1,) + region[n_adv:])
         return scatter(x, v, arrays, new_index, mode, unique_indices), 0
     # batched index arrays: scatter into each example's flattened positions
-    n = int(np.prod(x_shape, dtype=np.int64))
+    n = math.prod(x_shape)
     iota = np.arange(n).reshape(x_shape)
     pos, dpos = _gather_batch((iota,) + tuple(arrays), (None,) + tuple(darrs), index=index)
     pos = move_to_front(pos, dpos, size)

@@ -207,7 +207,7 @@ def _matmul_batch(args, bdims):
     if db is None and ndim_of(b) <= 2 and ndim_of(a) >= 2:
         a = move_to_front(a, da, size)
         s = shape_of(a)
-        rows = int(np.prod(s[:-1], dtype=np.int64))
+        rows = math.prod(s[:-1])
         out = matmul(sh.reshape(a, (rows, s[-1])), b)           # (B * rows, n) or (B * rows,)
         return sh.reshape(out, s[:-1] + shape_of(b)[1:]), 0
     if da is None and ndim_of(a) <= 2 and ndim_of(b) == 2:      # per-example vectors b

@@ -8,6 +8,7 @@ numerics matter: it is evaluated with the max subtracted.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -155,7 +156,7 @@ def _prod_weights(x, out_k, axes):
     from funcgrad.primitives import indexing as ix
     shape = shape_of(x)
     rest = tuple(i for i in range(len(shape)) if i not in axes)
-    n = int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    n = math.prod([shape[a] for a in axes])
     if n <= 1:
         return sh.broadcast_to(np.ones((), ew.dtype_of(x)), shape)
     perm = rest + tuple(axes)
@@ -220,7 +221,7 @@ def _declare_arg(name: str, fn: Callable) -> Primitive:
             return np.zeros((0,) + out.shape, np.intp), 0
         if axis is None:
             n = ndim_of(x) - 1
-            flat = sh.reshape(x, (b, int(np.prod(rest, dtype=np.int64))))
+            flat = sh.reshape(x, (b, math.prod(rest)))
             out = bind(prim, flat, axis=1, keepdims=False)
             if keepdims:
                 out = sh.reshape(out, (shape_of(x)[0],) + (1,) * n)

@@ -6,6 +6,7 @@ and ``split`` are composed from these (and from slicing) in the facade.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from funcgrad.primitives._base import move_to_front, ndim_of, register, shape_of
 # ---- reshape -------------------------------------------------------------------
 def _reshape_aval(aval: ShapedArray, *, shape: tuple) -> ShapedArray:
     size = aval.size
-    if int(np.prod(shape, dtype=np.int64)) != size or any(n < 0 for n in shape):
+    if math.prod(shape) != size or any(n < 0 for n in shape):
         raise ValueError(f"reshape: cannot reshape an array of shape {aval.shape} "
                          f"(size {size}) into shape {shape}")
     return ShapedArray(shape, aval.dtype)   # NumPy returns an array: never weakly typed
@@ -53,7 +54,7 @@ def resolve_shape(shape: Any, size: int, old: tuple) -> tuple:
     if shape.count(-1) > 1:
         raise ValueError(f"reshape: can only specify one unknown dimension (-1), got {shape}")
     if -1 in shape:
-        known = int(np.prod([n for n in shape if n != -1], dtype=np.int64))
+        known = math.prod([n for n in shape if n != -1])
         if known == 0 or size % known:
             raise ValueError(f"reshape: cannot reshape an array of shape {old} (size {size}) "
                              f"into shape {shape}")
@@ -69,7 +70,7 @@ def reshape(x: Any, shape: tuple) -> Any:
     if shape_of(x) == shape:
         return x
     if -1 in shape:
-        shape = resolve_shape(shape, int(np.prod(shape_of(x), dtype=np.int64)), shape_of(x))
+        shape = resolve_shape(shape, math.prod(shape_of(x)), shape_of(x))
     return _reshape(x, shape=shape)
 
 
