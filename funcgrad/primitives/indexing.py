@@ -75,7 +75,7 @@ def _indexed_shape(x: ShapedArray, arrays: Sequence[ShapedArray], index: tuple) 
     for a in arrays:
         if a.dtype.kind not in "iu":
             raise IndexError(f"index arrays must hold integers (or be boolean masks), got dtype {a.dtype}")
-    dummy = np.broadcast_to(np.zeros((), x.dtype), x.shape)
+    dummy = sh._broadcast_impl(np.zeros((), x.dtype), x.shape)   # a zero-stride view
     try:
         return dummy[to_numpy_index(index, [np.zeros(a.shape, np.intp) for a in arrays])].shape
     except IndexError as e:
