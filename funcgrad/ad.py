@@ -263,7 +263,12 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
     indexed by each tracer's ``pos``: the tape's steps first, then the
     ``n_inputs`` inputs (negative positions), whose entries are the result.
     """
-    add = ew.add
+    # Nothing can be a tracer when the forward pass ran at level 1 (no outer
+    # transformation) and the cotangents are concrete: then the elementwise terms
+    # run as plain NumPy (raw_terms), without the binders' dispatch
+    concrete = bool(tape) and tape[0]._trace.level == 1 and not any(
+        isinstance(c, Tracer) for c in cts)
+    add = np.add if concrete else ew.add
     acc: list = [None] * (len(tape) + n_inputs)
     for r, ct in zip(roots, cts):
         prev = acc[r.pos]
@@ -277,7 +282,7 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
         params = n.params
         parents = n.parents
         if len(parents) == 1:          # the common case: one traced operand
-            terms = n.prim.vjp_terms
+            terms = n.prim.raw_terms if concrete else n.prim.vjp_terms
             if terms is not None and not params:     # elementwise: its term, then unbroadcast
                 i = n.needed[0]
                 term = terms[i]

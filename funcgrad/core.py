@@ -158,6 +158,9 @@ class Primitive:
         # cotangent before broadcasting is undone; the eager backward pass calls these
         # directly (``vjp`` is the same rule behind one more call and a list)
         self.vjp_terms: tuple | None = None
+        # the same terms evaluated with NumPy's functions in place of the binders: the
+        # eager backward pass uses them when every value is concrete (see _base.numpy_terms)
+        self.raw_terms: tuple | None = None
         # for jit: a Python expression template ("{0} + {1}"), or a function
         # (arg sources, in avals, **params) -> expression or None (then impl is called)
         self.codegen: str | Callable | None = None
@@ -321,6 +324,8 @@ def binder(prim: Primitive, nargs: int, name: str | None = None, doc: str | None
         op = opn
     op.__name__ = op.__qualname__ = name or prim.name
     op.__doc__ = doc or f"Apply the ``{prim.name}`` primitive."
+    if nargs != -1:
+        op.raw = impl   # type: ignore[attr-defined]  # what op computes on concrete arrays
     return op
 
 

@@ -13,5 +13,6 @@ from funcgrad.primitives import _base, elementwise, indexing, linalg, reduce, sh
 from funcgrad.primitives._base import registry
 
 _base.ew, _base.red, _base.sh = elementwise, reduce, shape
+_base.make_numpy_terms()
 
 __all__ = ["registry"]

@@ -175,7 +175,7 @@ gt = binder(gt_p, 2)
 lt = binder(lt_p, 2)
 
 
-def select(c, x, y): return bind(select_p, c, x, y)
+select = binder(select_p, 3)
 
 
 def convert(x: Any, dtype: Any) -> Any:
