@@ -161,24 +161,21 @@ class VJPTracer(Tracer):
     """A value under reverse mode, and its step on the tape.
 
     The tracer is its own tape entry (one object per primitive applied, not
-    two): ``prim`` applied to ``primals`` gave ``primal``; ``parents`` are the
-    tracers among the arguments and ``needed`` their argument indices (the
-    cotangents the rule must give).  Inputs have ``prim=None``.
+    two).  ``step`` is ``(prim, params, primals, parents, needed)``: ``prim``
+    applied to ``primals`` gave ``primal``; ``parents`` are the tracers among the
+    arguments and ``needed`` their argument indices (the cotangents the rule must
+    give).  One tuple, built in C, costs less than five attributes.  Inputs
+    have ``step=None``; ``pos`` is the index on the tape (inputs count back
+    from the end: -1, -2, ...).
     """
 
-    __slots__ = ("primal", "prim", "params", "primals", "parents", "needed", "pos")
+    __slots__ = ("primal", "step", "pos")
 
-    def __init__(self, trace: VJPTrace, primal: Any, prim: Primitive | None = None,
-                 params: dict = _NO_PARAMS, primals: Any = (), parents: Any = (),
-                 needed: tuple = (), pos: int = -1):
+    def __init__(self, trace: VJPTrace, primal: Any, step: tuple | None, pos: int):
         self._trace = trace
         self.primal = primal
-        self.prim = prim
-        self.params = params
-        self.primals = primals
-        self.parents = parents
-        self.needed = needed
-        self.pos = pos          # index on the tape; inputs count back from the end (-1, -2, ...)
+        self.step = step
+        self.pos = pos
 
     aval = property(lambda self: get_aval(self.primal))
     shape = property(lambda self: shape_of(self.primal))
@@ -208,12 +205,12 @@ class VJPTrace(Trace):
         n = len(args)
         if n == 1:                         # the common unary case, without the loop
             a = args[0]                    # (bind chose this trace, so a is one of ours)
-            primals, parents, needed = (a.primal,), (a,), _FIRST
+            primals, parents, needed = (a.primal,), args, _FIRST
         elif n == 2:                       # binary: at least one of the two is ours
             a, b = args
             if type(a) is VJPTracer and a._trace is self:
                 if type(b) is VJPTracer and b._trace is self:
-                    primals, parents, needed = (a.primal, b.primal), (a, b), _BOTH
+                    primals, parents, needed = (a.primal, b.primal), args, _BOTH
                 else:
                     primals, parents, needed = (a.primal, b), (a,), _FIRST
             else:
@@ -238,14 +235,15 @@ class VJPTrace(Trace):
                 out = prim.impl(*primals, **params) if params else prim.impl(*primals)
             except Exception as e:
                 raise _op_error(prim, tuple(primals), params, e) from None
-        if not parents or prim.zero_derivative or (
-                out.dtype.kind if type(out) is np.ndarray else getattr(out, "dtype", _F64).kind
-        ) not in "fc":
-            return out
-        if prim.vjp is None:
+        if prim.vjp is None:               # zero-derivative primitives have no rule
+            if prim.zero_derivative or not parents:
+                return out
             raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
+        if (out.dtype.kind if type(out) is np.ndarray else getattr(out, "dtype", _F64).kind
+                ) not in "fc" or not parents:
+            return out
         tape = self.tape
-        t = VJPTracer(self, out, prim, params, primals, parents, needed, len(tape))
+        t = VJPTracer(self, out, (prim, params, primals, parents, needed), len(tape))
         tape.append(t)
         return t
 
@@ -279,31 +277,30 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
         if g is None:
             continue
         acc[k] = None                  # freed as soon as it is used
-        params = n.params
-        parents = n.parents
+        prim, params, primals, parents, needed = n.step
         if len(parents) == 1:          # the common case: one traced operand
-            terms = n.prim.raw_terms if concrete else n.prim.vjp_terms
+            terms = prim.raw_terms if concrete else prim.vjp_terms
             if terms is not None and not params:     # elementwise: its term, then unbroadcast
-                i = n.needed[0]
+                i = needed[0]
                 term = terms[i]
                 if term is None:
                     continue
-                x = n.primals[i]
-                c = g if term is ident_term else term(g, n.primal, *n.primals)
+                x = primals[i]
+                c = g if term is ident_term else term(g, n.primal, *primals)
                 if not (type(c) is np.ndarray and type(x) is np.ndarray and c.shape == x.shape
                         and c.dtype is x.dtype):
                     c = unbroadcast(c, x)
             else:
-                c = (n.prim.vjp(g, n.primal, n.primals, n.needed, **params) if params
-                     else n.prim.vjp(g, n.primal, n.primals, n.needed))[n.needed[0]]
+                c = (prim.vjp(g, n.primal, primals, needed, **params) if params
+                     else prim.vjp(g, n.primal, primals, needed))[needed[0]]
             if c is not None:
                 k = parents[0].pos
                 prev = acc[k]
                 acc[k] = c if prev is None else add(prev, c)
             continue
-        in_cts = (n.prim.vjp(g, n.primal, n.primals, n.needed, **params) if params
-                  else n.prim.vjp(g, n.primal, n.primals, n.needed))
-        for i, p in zip(n.needed, parents):
+        in_cts = (prim.vjp(g, n.primal, primals, needed, **params) if params
+                  else prim.vjp(g, n.primal, primals, needed))
+        for i, p in zip(needed, parents):
             c = in_cts[i]
             if c is None:
                 continue
@@ -362,7 +359,7 @@ def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
         tracers = []
         for x in flat:
             if is_float(x):
-                tracers.append(VJPTracer(trace, x, pos=-1 - len(tracers)))
+                tracers.append(VJPTracer(trace, x, None, -1 - len(tracers)))
             else:
                 tracers.append(x)
         out = fun(*tree_unflatten(in_tree, tracers))
