@@ -109,7 +109,8 @@ def tape_length(fn_loss, *args) -> int:
     from funcgrad.tree_util import tree_flatten, tree_unflatten
     flat, tree = tree_flatten(args)
     with new_trace(ad.VJPTrace) as trace:
-        ins = [ad.VJPTracer(trace, x) if ad.is_float(x) else x for x in flat]
+        ins = [ad.VJPTracer(trace, x, None, -1 - i) if ad.is_float(x) else x
+               for i, x in enumerate(flat)]
         fn_loss(*tree_unflatten(tree, ins))
         return len(trace.tape)
 

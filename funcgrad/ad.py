@@ -278,8 +278,8 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
             continue
         acc[k] = None                  # freed as soon as it is used
         prim, params, primals, parents, needed = n.step
+        terms = prim.raw_terms if concrete else prim.vjp_terms
         if len(parents) == 1:          # the common case: one traced operand
-            terms = prim.raw_terms if concrete else prim.vjp_terms
             if terms is not None and not params:     # elementwise: its term, then unbroadcast
                 i = needed[0]
                 term = terms[i]
@@ -295,6 +295,21 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
                      else prim.vjp(g, n.primal, primals, needed))[needed[0]]
             if c is not None:
                 k = parents[0].pos
+                prev = acc[k]
+                acc[k] = c if prev is None else add(prev, c)
+            continue
+        if terms is not None and not params:   # elementwise with several traced operands
+            primal = n.primal
+            for i, p in zip(needed, parents):
+                term = terms[i]
+                if term is None:
+                    continue
+                x = primals[i]
+                c = g if term is ident_term else term(g, primal, *primals)
+                if not (type(c) is np.ndarray and type(x) is np.ndarray and c.shape == x.shape
+                        and c.dtype is x.dtype):
+                    c = unbroadcast(c, x)
+                k = p.pos
                 prev = acc[k]
                 acc[k] = c if prev is None else add(prev, c)
             continue
