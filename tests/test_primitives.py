@@ -33,6 +33,26 @@ def test_every_primitive_is_fully_declared():
     assert not missing, "incomplete primitives:\n" + "\n".join(missing)
 
 
+@given(mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=3),
+       st.sampled_from(["array32", "array64", "scalar64", "python"]))
+def test_unbroadcast_sums_broadcast_axes_and_casts(shapes, kind):
+    """``unbroadcast`` (concrete NumPy path and traced path) against a NumPy oracle."""
+    from funcgrad.primitives._base import unbroadcast
+    like_shape, other = shapes.input_shapes
+    if kind in ("scalar64", "python"):
+        like_shape = ()
+    like = {"array32": np.ones(like_shape, np.float32), "array64": np.ones(like_shape),
+            "scalar64": np.float64(1.0), "python": 1.0}[kind]
+    g = np.random.default_rng(0).standard_normal(np.broadcast_shapes(like_shape, other))
+    lead = g.ndim - len(like_shape)
+    want = g.sum(axis=tuple(range(lead)))
+    want = want.sum(axis=tuple(i for i, n in enumerate(like_shape) if n == 1), keepdims=True)
+    want = want.reshape(like_shape).astype(np.float32 if kind == "array32" else np.float64)
+    for got in (unbroadcast(g, like), fg.jit(lambda g: unbroadcast(g, like))(g)):
+        assert np.shape(got) == like_shape and np.asarray(got).dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-6 if kind == "array32" else 1e-12)
+
+
 ELEMENTWISE_DIFF = sorted(n for n, p in registry.items() if p.vjp_terms is not None)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from funcgrad.core import Primitive, ShapedArray, bind, dtype_of
 
 registry: dict[str, Primitive] = {}
+_add_reduce = np.add.reduce
 
 # The primitive modules, bound by funcgrad/primitives/__init__.py once they are all
 # defined (the generic rules below call their binders; importing here would be circular).
@@ -86,9 +87,23 @@ def unbroadcast(g: Any, like: Any) -> Any:
     for its gradient: every rule returns the cotangent of the broadcast result
     and calls this to bring it back to the operand's shape.
     """
-    if type(g) is np.ndarray and type(like) is np.ndarray:
-        if g.shape == like.shape and g.dtype == like.dtype:
+    if type(g) is np.ndarray:
+        if type(like) is np.ndarray and g.shape == like.shape and g.dtype == like.dtype:
             return g      # the common case: nothing to undo
+        # a concrete cotangent gives a concrete result whatever ``like`` is (only its
+        # shape and dtype are used): NumPy directly, without the binders
+        target, dt = shape_of(like), dtype_of(like)
+        lead = g.ndim - len(target)
+        if lead or g.shape != target:
+            axes = tuple(range(lead)) + tuple(
+                i + lead for i, n in enumerate(target) if n == 1 and g.shape[i + lead] != 1)
+            if axes:
+                g = _add_reduce(g, axes)     # ndarray.sum adds a Python wrapper
+            if np.shape(g) != target:
+                g = np.reshape(g, target)
+        if g.dtype != dt and dt.kind in "fc":
+            g = np.asarray(g).astype(dt, copy=False)
+        return g
     target = getattr(like, "shape", ())
     gshape = getattr(g, "shape", ())
     dt = getattr(like, "dtype", None)
