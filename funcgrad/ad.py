@@ -46,6 +46,8 @@ __all__ = ["jvp", "vjp", "grad", "value_and_grad", "jacfwd", "jacrev", "hessian"
 
 def zeros_like_value(x: Any) -> Any:
     """Zeros with ``x``'s shape and dtype (traced if ``x`` is a tracer)."""
+    if type(x) is np.ndarray:
+        return np.zeros(x.shape, x.dtype)
     if isinstance(x, Tracer):
         from funcgrad.primitives.shape import broadcast_to
         return broadcast_to(np.zeros((), x.dtype), x.shape)
@@ -264,8 +266,11 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
     # Nothing can be a tracer when the forward pass ran at level 1 (no outer
     # transformation) and the cotangents are concrete: then the elementwise terms
     # run as plain NumPy (raw_terms), without the binders' dispatch
-    concrete = bool(tape) and tape[0]._trace.level == 1 and not any(
-        isinstance(c, Tracer) for c in cts)
+    concrete = bool(tape) and tape[0]._trace.level == 1
+    if concrete:
+        for c in cts:
+            if isinstance(c, Tracer):
+                concrete = False
     add = np.add if concrete else ew.add
     acc: list = [None] * (len(tape) + n_inputs)
     for r, ct in zip(roots, cts):
@@ -373,7 +378,7 @@ def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
     with new_trace(VJPTrace) as trace:
         tracers = []
         for x in flat:
-            if is_float(x):
+            if x.dtype.kind in "fc" if type(x) is np.ndarray else is_float(x):
                 tracers.append(VJPTracer(trace, x, None, -1 - len(tracers)))
             else:
                 tracers.append(x)
@@ -391,8 +396,13 @@ def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
         out_primals = [_as_output(o.primal if r is not None else o) for o, r in zip(out_flat, roots)]
 
     def bwd(ct_flat: list) -> list:
-        pairs = [(r, c) for r, c in zip(roots, ct_flat) if r is not None]
-        got = backward_pass(tape, [r for r, _ in pairs], [c for _, c in pairs], len(flat))
+        if len(roots) == 1:             # one output (grad): no pairing
+            r = roots[0]
+            rs, cs = ([r], ct_flat) if r is not None else ([], [])
+        else:
+            rs = [r for r in roots if r is not None]
+            cs = [c for r, c in zip(roots, ct_flat) if r is not None]
+        got = backward_pass(tape, rs, cs, len(flat))
         res = []
         for x, t in zip(flat, tracers):
             g = got[t.pos] if type(t) is VJPTracer else None
@@ -431,6 +441,12 @@ _SINGLE = tuple((k,) for k in range(16))
 def _flatten_diff_args(args: tuple, nums: tuple, where: str) -> tuple[list, Any]:
     """Flatten the differentiated arguments once, checking every leaf is a float array."""
     flat, in_tree = tree_flatten(tuple(args[k] for k in nums))
+    for x in flat:                      # the common case: float arrays only, nothing to say
+        t = type(x)
+        if not (x.dtype.kind == "f" if t is np.ndarray else t is np.float64 or t is np.float32):
+            break
+    else:
+        return flat, in_tree
     i = 0
     for k, child in zip(nums, in_tree.children):
         for x in flat[i:i + child.num_leaves]:
