@@ -82,7 +82,7 @@ def _is_view(e: Any) -> bool:
     ``np.einsum('ii->i', x)`` is a writable view of ``x``.)"""
     name = e.primitive.name
     return name in _VIEW_PRIMS or (name == "einsum" and len(e.inputs) == 1)
-_INPLACE_MIN_SIZE = 4096     # below this, NumPy's `out=` handling costs more than allocating
+_DEL_MIN_SIZE = 4096     # dead intermediates at least this big are deleted at once (memory)
 
 
 def _liveness(jaxpr: Jaxpr) -> tuple[dict[int, int], dict[int, int]]:
@@ -109,9 +109,11 @@ def _liveness(jaxpr: Jaxpr) -> tuple[dict[int, int], dict[int, int]]:
 def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
     """Python source for ``jaxpr`` as one function ``f(args) -> outputs``, compiled.
 
-    One line per equation.  Large intermediates are overwritten in place
-    (``np.multiply(a, b, out=a)``) when they are dead after the equation, and
-    deleted after their last use, so memory is reused instead of reallocated.
+    One line per equation.  A ufunc whose operand is an intermediate that dies
+    with it writes its result into that operand (``np.multiply(a, b, a)``, the
+    ``out`` argument given positionally, which NumPy parses fastest), so memory
+    is reused instead of reallocated; large intermediates are deleted after
+    their last use.
     """
     ns: dict[str, Any] = {"np": np, "dtype": np.dtype, "_broadcast": _broadcast_impl, "_py": _py}
     names: dict[int, str] = {}
@@ -123,6 +125,9 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
 
     last, root = _liveness(jaxpr)
     owned: set[int] = set()          # buffers this function allocated (safe to overwrite)
+    # a closed-over tracer of an outer transformation among the constants makes the
+    # intermediates tracers too, which have no buffers to write into
+    inplace = not any(isinstance(c, Tracer) for c in jaxpr.consts)
     lines = []
     for i, (v, c) in enumerate(zip(jaxpr.constvars, jaxpr.consts)):
         names[id(v)] = f"c{i}"
@@ -138,14 +143,20 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
         args = [src(a, like) for a in e.inputs]
         prim = e.primitive
         reuse = None
-        if isinstance(prim.impl, np.ufunc) and ov.aval.size >= _INPLACE_MIN_SIZE:
+        if inplace and isinstance(prim.impl, np.ufunc) and ov.aval.ndim and not e.params \
+                and len(e.inputs) == prim.impl.nin:
             for a in e.inputs:
                 if (not isinstance(a, Literal) and id(a) in owned and root.get(id(a)) == id(a)
                         and last.get(id(a)) == k and a.aval == ov.aval):
                     reuse = a
                     break
         if reuse is not None:
-            expr = f"{_ufunc_name(prim.impl, ns)}({', '.join(args)}, out={names[id(reuse)]})"
+            # positional out: NumPy parses it faster than out=, which matters for small arrays
+            # (np.maximum/np.minimum deprecate a third positional argument)
+            out_arg = names[id(reuse)]
+            if prim.impl in (np.maximum, np.minimum):
+                out_arg = f"out={out_arg}"
+            expr = f"{_ufunc_name(prim.impl, ns)}({', '.join(args)}, {out_arg})"
             owned.discard(id(reuse))
         elif isinstance(prim.impl, np.ufunc) and not e.params:
             # the ufunc itself, bound to a global: a direct call costs less than the operator
@@ -174,7 +185,7 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             owned.add(id(ov))
         dead = [names[id(a)] for a in {id(a): a for a in e.inputs}.values()
                 if not isinstance(a, Literal) and names[id(a)].startswith("v")
-                and a.aval.size >= _INPLACE_MIN_SIZE and last.get(root.get(id(a), id(a))) == k
+                and a.aval.size >= _DEL_MIN_SIZE and last.get(root.get(id(a), id(a))) == k
                 and root.get(id(a), id(a)) == id(a) and a is not reuse]
         if dead:
             lines.append(f"    del {', '.join(dead)}")

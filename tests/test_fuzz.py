@@ -687,16 +687,18 @@ def test_check_grads_on_random_smooth_programs(prog: Program, data: Any) -> None
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow,
                                                 HealthCheck.data_too_large])
+@pytest.mark.parametrize("batch", [3, 4096])
 @given(prog=programs(max_ops=8), data=st.data())
-def test_large_arrays_under_jit_match_eager(prog: Program, data: Any) -> None:
-    """Batches of 4096 examples: big enough for jit's in-place buffer reuse and early frees.
+def test_arrays_under_jit_match_eager(batch: int, prog: Program, data: Any) -> None:
+    """Batches of 3 and 4096 examples: jit's in-place buffer reuse (any size) and early
+    frees of big intermediates.
 
     ``jit(vmap(f))`` and ``jit(vmap(grad(f)))`` equal their eager versions, leave their
     arguments untouched, and give fresh arrays on every call (results may be views of the
     arguments, as NumPy's ``reshape`` gives, but never buffers a later call writes to).
     """
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16), label="seed"))
-    xs = [rng.standard_normal((4096,) + s).astype(prog.dtype) for s in prog.in_shapes]
+    xs = [rng.standard_normal((batch,) + s).astype(prog.dtype) for s in prog.in_shapes]
     saved = [x.copy() for x in xs]
     argnums = tuple(range(len(xs)))
 

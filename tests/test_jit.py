@@ -588,6 +588,19 @@ def test_closed_over_tracer_of_an_outer_transformation():
     assert_tree_equal(out, np.arange(3.0)[:, None] * np.ones(2))
 
 
+@pytest.mark.parametrize("n", [3, 5000])
+def test_closed_over_tracer_with_in_place_candidates(n):
+    """Intermediates that die inside the jitted body would be overwritten in place, but
+    with a closed-over outer tracer they are tracers: no buffers to write into."""
+    y = np.linspace(0.0, 1.0, n)
+
+    def f(s):
+        g = fg.jit(lambda y: fnp.exp(fnp.sin(y * s) * 2.0) + 1.0)
+        return fnp.sum(g(y))
+    want = np.sum(np.exp(np.sin(y * 0.5) * 2.0) * 2.0 * np.cos(y * 0.5) * y)
+    np.testing.assert_allclose(fg.grad(f)(0.5), want, rtol=1e-12)
+
+
 def test_returning_a_non_array_is_a_type_error():
     with pytest.raises(TypeError):
         fg.jit(lambda x: "text")(np.ones(2))
