@@ -85,17 +85,209 @@ def _is_view(e: Any) -> bool:
 _DEL_MIN_SIZE = 4096     # dead intermediates at least this big are deleted at once (memory)
 
 
-def _liveness(jaxpr: Jaxpr) -> tuple[dict[int, int], dict[int, int]]:
-    """(last equation index using each var's buffer, alias root of each var)."""
+# ------------------------------------------------------ horizontal stacking ---
+# A graph often holds many independent equations of one ufunc on small arrays of one
+# shape: in the gradient of a chain of elementwise ops, cos(x_i) and t_i * t_i for every
+# step i depend only on the forward pass.  NumPy costs about as much per call on 16
+# numbers as on 1000, so such a group runs as one call on the stacked operands.  The
+# operands are stacked for free: each is written by its producer straight into a row
+# of a buffer (``np.tanh(e, b0_3)``), and the stacked result is unpacked into row views
+# for the equations that use the members one by one.  Only equations whose inputs are
+# ready before the group's first member are stacked, so no equation moves past one it
+# depends on; the values are those of the unstacked calls (same ufunc, same operands).
+
+_STACK_MIN = 4           # calls a group must save (members minus copies into its buffer)
+_STACK_MAX_SIZE = 4096   # per member: on bigger arrays the per-call cost no longer matters
+
+
+class _Buffer:
+    """Rows filled by their producers (or copied in), allocated when the function starts."""
+
+    __slots__ = ("vars", "aval", "name")
+
+    def __init__(self, vars_: list, aval: Any):
+        self.vars, self.aval, self.name = vars_, aval, ""
+
+
+class _Group:
+    """Equations ``members`` (in row order) of one ufunc, run as one call at ``place``.
+
+    ``slots`` holds, per operand, ``None`` where each member has its own value (taken
+    from rows ``lo:hi`` of ``src``, a :class:`_Buffer` or an earlier group) or the atom
+    every member shares.
+    """
+
+    __slots__ = ("members", "slots", "prim", "place", "src", "lo", "hi", "name", "unpack", "first")
+
+    def __init__(self, members: list, slots: tuple, prim: Any, place: int):
+        self.members, self.slots, self.prim, self.place = members, slots, prim, place
+        self.src: Any = None
+        self.lo = self.hi = 0
+        self.name = ""
+        self.unpack = False      # some member's result is used on its own
+        self.first: Any = None   # the var in the first row of a buffer source
+
+
+def _stack_key(e: Any, produced: set) -> tuple | None:
+    """What equations must share to be stacked together, or None if ``e`` cannot be."""
+    prim = e.primitive
+    out = e.outputs[0].aval
+    if (not isinstance(prim.impl, np.ufunc) or e.params or len(e.inputs) != prim.impl.nin
+            or not out.ndim or out.weak_type or out.size > _STACK_MAX_SIZE):
+        return None
+    ins = e.inputs
+    # the varying operand: the only input, an intermediate, or both operands alike (t * t)
+    if len(ins) == 1 or all(a is ins[0] for a in ins):
+        vary = ins[0]
+    else:
+        inter = [a for a in ins if not isinstance(a, Literal) and id(a) in produced]
+        if len(inter) != 1:
+            return None
+        vary = inter[0]
+    if isinstance(vary, Literal) or vary.aval != out:
+        return None
+    slots = tuple(None if a is vary else
+                  ("lit", type(a.val), repr(a.val), a.aval.dtype, a.aval.weak_type)
+                  if isinstance(a, Literal) else ("var", id(a)) for a in ins)
+    return (prim.name, out.shape, out.dtype, slots)
+
+
+def _stack_plan(jaxpr: Jaxpr) -> tuple[list, dict, dict]:
+    """Groups to run stacked: ``(groups, group of each member eqn, (buffer, row) of each
+    var written into a buffer row)``."""
+    eqns = jaxpr.eqns
+    produced = {id(e.outputs[0]): k for k, e in enumerate(eqns)}
+    cands: dict[tuple, list] = {}
+    for k, e in enumerate(eqns):
+        key = _stack_key(e, produced)
+        if key is not None:
+            cands.setdefault(key, []).append(k)
+    groups: list[_Group] = []
+    member_of: dict[int, _Group] = {}
+    row_of: dict[int, tuple] = {}         # var id -> (_Buffer, var): written or copied in
+    row_in_group: dict[int, _Group] = {}  # var id -> group whose stacked result holds it
+    avail = dict(produced)                # where each intermediate is ready
+    for members in sorted((m for m in cands.values() if len(m) >= _STACK_MIN), key=min):
+        place = members[0]
+        e0 = eqns[place]
+        slot_v = next(i for i, a in enumerate(e0.inputs) if _stack_key(e0, produced)[3][i] is None)
+        varying = [eqns[k].inputs[slot_v] for k in members]
+        if len({id(v) for v in varying}) != len(varying) or any(
+                avail.get(id(v), -1) >= place for v in varying) or any(
+                id(eqns[k].outputs[0]) in row_of for k in members):
+            continue
+        g = _Group(members, tuple(None if a is varying[0] else a for a in e0.inputs),
+                   e0.primitive, place)
+        if not _place_rows(g, varying, eqns, produced, row_of, row_in_group):
+            continue
+        groups.append(g)
+        for k in g.members:
+            member_of[k] = g
+            avail[id(eqns[k].outputs[0])] = place
+            row_in_group[id(eqns[k].outputs[0])] = g
+    # a member's result is unpacked unless every use is as another group's stacked operand
+    for k, e in enumerate(eqns):
+        g2 = member_of.get(k)
+        for i, a in enumerate(e.inputs):
+            g = row_in_group.get(id(a))
+            if g is not None and not (g2 is not None and g2.src is g and g2.slots[i] is None):
+                g.unpack = True
+    for a in jaxpr.outvars:
+        g = row_in_group.get(id(a))
+        if g is not None:
+            g.unpack = True
+    for g in groups:
+        if isinstance(g.src, _Buffer):
+            g.lo = next(i for i, v in enumerate(g.src.vars) if v is g.first)
+            g.hi = g.lo + len(g.members)
+    return groups, member_of, row_of
+
+
+def _place_rows(g: _Group, varying: list, eqns: list, produced: dict, row_of: dict,
+                row_in_group: dict) -> bool:
+    """Find or make rows holding ``varying`` contiguously; order ``g.members`` to match."""
+    order = {id(v): k for v, k in zip(varying, g.members)}
+    owners = {id(row_in_group[id(v)]) if id(v) in row_in_group else None for v in varying}
+    if None not in owners and len(owners) == 1:            # all results of one earlier group
+        h = row_in_group[id(varying[0])]
+        rows = {id(eqns[k].outputs[0]): r for r, k in enumerate(h.members)}
+        idx = sorted(rows[id(v)] for v in varying)
+        if idx != list(range(idx[0], idx[0] + len(idx))):
+            return False
+        g.src, g.lo, g.hi = h, idx[0], idx[-1] + 1
+        g.members = [order[id(eqns[k].outputs[0])] for k in h.members[g.lo:g.hi]]
+        return True
+    if any(id(v) in row_in_group for v in varying):
+        return False
+    placed = [v for v in varying if id(v) in row_of]
+    new = sorted((v for v in varying if id(v) not in row_of), key=lambda v: produced.get(id(v), -1))
+    copies = sum(1 for v in new if not _writes_row(v, eqns, produced))
+    if len(varying) - copies < _STACK_MIN:
+        return False
+    if not placed:
+        buf = _Buffer(new, varying[0].aval)
+    else:
+        buf = row_of[id(placed[0])][0]
+        if any(row_of[id(v)][0] is not buf for v in placed):
+            return False
+        pos = {id(v): i for i, v in enumerate(buf.vars)}
+        idx = sorted(pos[id(v)] for v in placed)
+        if idx != list(range(idx[0], idx[0] + len(idx))):
+            return False
+        if not new:
+            pass
+        elif idx[-1] == len(buf.vars) - 1:
+            buf.vars.extend(new)
+        elif idx[0] == 0:
+            buf.vars[:0] = new
+        else:
+            return False
+    for v in new:
+        row_of[id(v)] = (buf, v)
+    pos = {id(v): i for i, v in enumerate(buf.vars)}
+    g.src = buf               # rows lo:hi are set once every buffer is final (rows may be
+    g.members = [order[id(v)] for v in sorted(varying, key=lambda v: pos[id(v)])]  # prepended)
+    g.first = varying[min(range(len(varying)), key=lambda i: pos[id(varying[i])])]
+    return True
+
+
+def _writes_row(v: Any, eqns: list, produced: dict) -> bool:
+    """Can ``v``'s producer write it straight into a buffer row (a ufunc's ``out``)?"""
+    k = produced.get(id(v))
+    if k is None:
+        return False                       # an argument or constant: copied in
+    e = eqns[k]
+    return (isinstance(e.primitive.impl, np.ufunc) and not e.params
+            and len(e.inputs) == e.primitive.impl.nin)
+
+
+def _liveness(jaxpr: Jaxpr, member_of: dict, row_of: dict) -> tuple[dict[int, int], dict[int, int]]:
+    """(last step using each buffer, alias root of each var), with stacked groups run at
+    their place: a var written into a buffer row is that buffer's alias, a group member's
+    result an alias of the group's stacked result."""
     root: dict[int, int] = {}
     last: dict[int, int] = {}
     for k, e in enumerate(jaxpr.eqns):
+        g = member_of.get(k)
+        if g is not None:
+            if k != g.place:
+                continue
+            uses = [id(g.src)] + [id(a) for a in g.slots if a is not None and not isinstance(a, Literal)]
+            for u in uses:
+                last[root.get(u, u)] = k
+            root[id(g)] = id(g)
+            for m in g.members:
+                root[id(jaxpr.eqns[m].outputs[0])] = id(g)
+            continue
         for a in e.inputs:
             if not isinstance(a, Literal):
                 r = root.get(id(a), id(a))
                 last[r] = k
         out = id(e.outputs[0])
-        if _is_view(e) and not isinstance(e.inputs[0], Literal):
+        written = row_of.get(out)
+        if written is not None and _writes_row(e.outputs[0], jaxpr.eqns, {out: k}):
+            root[out] = id(written[0])
+        elif _is_view(e) and not isinstance(e.inputs[0], Literal):
             root[out] = root.get(id(e.inputs[0]), id(e.inputs[0]))
         else:
             root[out] = out
@@ -104,6 +296,63 @@ def _liveness(jaxpr: Jaxpr) -> tuple[dict[int, int], dict[int, int]]:
         if not isinstance(a, Literal):
             last[root.get(id(a), id(a))] = end
     return last, root
+
+
+def _ufunc_call(u: np.ufunc, args: list, out: str, ns: dict) -> str:
+    """``u(*args)`` writing into ``out``, given positionally: NumPy parses that faster
+    than ``out=``, which matters for small arrays (``np.maximum``/``np.minimum``
+    deprecate a third positional argument)."""
+    if u in (np.maximum, np.minimum):
+        out = f"out={out}"
+    return f"{_ufunc_name(u, ns)}({', '.join(args)}, {out})"
+
+
+def _emit_buffers(row_of: dict, names: dict, ns: dict, lines: list, owned: set) -> dict:
+    """Allocate the stacking buffers, unpack their rows and copy arguments in; returns
+    the row name of each var that goes into a buffer."""
+    bufs = list({id(b): b for b, _ in row_of.values()}.values())
+    rows: dict[int, str] = {}
+    if bufs:
+        ns["_np_empty"], ns["_copyto"] = np.empty, np.copyto
+    for j, b in enumerate(bufs):
+        b.name = f"b{j}"
+        ns[f"_dt{j}"] = b.aval.dtype
+        n = len(b.vars)
+        lines.append(f"    {b.name} = _np_empty({(n,) + tuple(b.aval.shape)!r}, _dt{j})")
+        names_j = [f"{b.name}_{i}" for i in range(n)]
+        lines.append(f"    {', '.join(names_j)}{',' if n == 1 else ''} = {b.name}")
+        owned.add(id(b))
+        for v, r in zip(b.vars, names_j):
+            rows[id(v)] = r
+            if id(v) in names:                   # an argument or a constant
+                lines.append(f"    _copyto({r}, {names[id(v)]})")
+    return rows
+
+
+def _emit_group(g: _Group, eqns: list, src: Callable, names: dict, ns: dict, lines: list,
+                owned: set, last: dict, root: dict) -> None:
+    """One ufunc call for the stacked group ``g``, then its rows for their users."""
+    k = g.place
+    e0 = eqns[g.members[0]]
+    like = [a.aval.dtype for a in e0.inputs if not a.aval.weak_type]
+    n_src = len(g.src.vars) if isinstance(g.src, _Buffer) else len(g.src.members)
+    whole = (g.lo, g.hi) == (0, n_src)
+    stacked = g.src.name if whole else f"{g.src.name}[{g.lo}:{g.hi}]"
+    args = [stacked if a is None else src(a, like) for a in g.slots]
+    g.name = f"s{k}"
+    if whole and id(g.src) in owned and last.get(id(g.src)) == k and root.get(id(g.src), id(g.src)) \
+            == id(g.src):
+        expr = _ufunc_call(g.prim.impl, args, g.src.name, ns)    # the stacked operand is dead
+        owned.discard(id(g.src))
+    else:
+        expr = f"{_ufunc_name(g.prim.impl, ns)}({', '.join(args)})"
+    lines.append(f"    {g.name} = {expr}")
+    owned.add(id(g))
+    outs = [f"v{m}" for m in g.members]
+    for m, name in zip(g.members, outs):
+        names[id(eqns[m].outputs[0])] = name
+    if g.unpack:
+        lines.append(f"    {', '.join(outs)}{',' if len(outs) == 1 else ''} = {g.name}")
 
 
 def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
@@ -123,11 +372,12 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             return _src_literal(a, ns, like or [])
         return names[id(a)]
 
-    last, root = _liveness(jaxpr)
-    owned: set[int] = set()          # buffers this function allocated (safe to overwrite)
     # a closed-over tracer of an outer transformation among the constants makes the
     # intermediates tracers too, which have no buffers to write into
     inplace = not any(isinstance(c, Tracer) for c in jaxpr.consts)
+    groups, member_of, row_of = _stack_plan(jaxpr) if inplace else ([], {}, {})
+    last, root = _liveness(jaxpr, member_of, row_of)
+    owned: set[int] = set()          # buffers this function allocated (safe to overwrite)
     lines = []
     for i, (v, c) in enumerate(zip(jaxpr.constvars, jaxpr.consts)):
         names[id(v)] = f"c{i}"
@@ -136,13 +386,24 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
     for i, v in enumerate(jaxpr.invars):
         names[id(v)] = f"a{i}"
     lines.append(f"def _compiled({params}):")
+    rows = _emit_buffers(row_of, names, ns, lines, owned)
     for k, e in enumerate(jaxpr.eqns):
+        g = member_of.get(k)
+        if g is not None:
+            if k == g.place:
+                _emit_group(g, jaxpr.eqns, src, names, ns, lines, owned, last, root)
+            continue
         out = f"v{k}"
         ov = e.outputs[0]
         like = [a.aval.dtype for a in e.inputs if not a.aval.weak_type]   # strongly typed inputs
         args = [src(a, like) for a in e.inputs]
         prim = e.primitive
         reuse = None
+        row = rows.get(id(ov))
+        if row is not None and root.get(id(ov)) != id(ov):   # written into its buffer row
+            lines.append(f"    {out} = {_ufunc_call(prim.impl, args, row, ns)}")
+            names[id(ov)] = out
+            continue
         if inplace and isinstance(prim.impl, np.ufunc) and ov.aval.ndim and not e.params \
                 and len(e.inputs) == prim.impl.nin:
             for a in e.inputs:
@@ -151,12 +412,7 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
                     reuse = a
                     break
         if reuse is not None:
-            # positional out: NumPy parses it faster than out=, which matters for small arrays
-            # (np.maximum/np.minimum deprecate a third positional argument)
-            out_arg = names[id(reuse)]
-            if prim.impl in (np.maximum, np.minimum):
-                out_arg = f"out={out_arg}"
-            expr = f"{_ufunc_name(prim.impl, ns)}({', '.join(args)}, {out_arg})"
+            expr = _ufunc_call(prim.impl, args, names[id(reuse)], ns)
             owned.discard(id(reuse))
         elif isinstance(prim.impl, np.ufunc) and not e.params:
             # the ufunc itself, bound to a global: a direct call costs less than the operator
@@ -181,6 +437,8 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             expr = f"_py({expr})"      # Python scalars in, Python scalar out (weak type)
         lines.append(f"    {out} = {expr}")
         names[id(ov)] = out
+        if row is not None:                 # a producer that cannot write into its row
+            lines.append(f"    _copyto({row}, {out})")
         if not _is_view(e):
             owned.add(id(ov))
         dead = [names[id(a)] for a in {id(a): a for a in e.inputs}.values()

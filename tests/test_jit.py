@@ -8,6 +8,7 @@ times the Python function was traced.
 from __future__ import annotations
 
 import collections
+import functools
 
 import numpy as np
 import pytest
@@ -604,3 +605,84 @@ def test_closed_over_tracer_with_in_place_candidates(n):
 def test_returning_a_non_array_is_a_type_error():
     with pytest.raises(TypeError):
         fg.jit(lambda x: "text")(np.ones(2))
+
+
+# ------------------------------------------------------ horizontal stacking ---
+
+def _source(jf, *args):
+    from funcgrad.jit import compile_jaxpr
+    return compile_jaxpr(jf.lower(*args)).source
+
+
+def _chain(n):
+    """The sum of ``n`` steps x -> tanh(exp(sin(x) * a + b)), as in bench/'s chain."""
+    a, b = np.linspace(0.5, 1.0, 16), np.linspace(-0.2, 0.2, 16)
+    step = lambda x, _: fnp.tanh(fnp.exp(fnp.sin(x) * a + b))  # noqa: E731
+    return lambda x: fnp.sum(functools.reduce(step, range(n), x))
+
+
+def test_stacked_groups_in_a_chain_gradient_equal_eager_bit_for_bit():
+    """cos(x_i), t_i * t_i and 1 - t_i**2 of every step run as three stacked calls."""
+    x = np.random.default_rng(0).standard_normal(16)
+    g = fg.grad(_chain(12))
+    jg = fg.jit(g)
+    src = _source(jg, x)
+    assert "_np_cos(b0[0:12])" in src and "_np_multiply(b0[1:13], b0[1:13])" in src
+    assert src.count("_np_cos(") == 1 and src.count("_np_tanh(") == 12
+    np.testing.assert_array_equal(jg(x), g(x))
+    np.testing.assert_array_equal(jg(x + 1.0), g(x + 1.0))          # the same buffers, reused
+
+
+def test_small_groups_are_not_stacked():
+    x = np.random.default_rng(0).standard_normal(16)
+    src = _source(fg.jit(fg.grad(_chain(3))), x)
+    assert "_np_empty" not in src and src.count("_np_cos(") == 3
+
+
+def _many(xs, c):
+    """Independent same-op work on each argument: stackable groups with shared operands
+    (a literal, a constant), groups fed by arguments (copied into a buffer), a group fed
+    by another group's result, and members that are outputs."""
+    ys = [fnp.exp(x) for x in xs]                    # exp of arguments: copies into rows
+    zs = [fnp.sin(y) * c for y in ys]               # sin: rows written by exp; * c shared
+    ws = [2.0 - z for z in zs]                      # fed by the stacked product
+    return [fnp.sum(w * y) for w, y in zip(ws, ys)], ys[0], ws[-1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [4, 7])
+def test_stacked_groups_with_shared_operands_and_outputs(dtype, n):
+    rng = np.random.default_rng(n)
+    xs = [rng.standard_normal((2, 3)).astype(dtype) for _ in range(n)]
+    c = rng.standard_normal(3).astype(dtype)
+    saved = [x.copy() for x in xs]
+    jf = fg.jit(lambda *xs: _many(xs, c))
+    src = _source(jf, *xs)
+    assert "_np_empty" in src and src.count("_np_sin(") == 1
+    want = _many(xs, c)
+    got = jf(*xs)
+    assert_tree_equal(got, want, rtol=0)
+    for leaf in tree_leaves(got):
+        assert leaf.dtype == dtype
+        leaf[...] = np.nan                 # results are the caller's: the next call is unaffected
+    assert_tree_equal(jf(*xs), want, rtol=0)
+    for x, s in zip(xs, saved):
+        np.testing.assert_array_equal(x, s)
+    # and the gradient of the whole, whose backward pass has stackable groups too
+    loss = lambda *xs: sum(_many(xs, c)[0])  # noqa: E731
+    assert_tree_equal(fg.jit(fg.grad(loss, argnums=tuple(range(n))))(*xs),
+                      fg.grad(loss, argnums=tuple(range(n)))(*xs), rtol=1e-6)
+
+
+@given(st.integers(4, 9), st.integers(0, 2 ** 16), st.sampled_from(["sin", "exp", "tanh", "neg"]),
+       st.sampled_from([(4,), (2, 3), (1,)]))
+def test_stacked_groups_match_eager_on_random_sizes(n, seed, op, shape):
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal(shape) for _ in range(n)]
+    fn = getattr(fnp, {"neg": "negative"}.get(op, op))
+
+    def f(*xs):
+        a = [fn(x * 0.5) for x in xs]           # x * 0.5 of arguments, then op of each
+        b = [fn(y) + 1.0 for y in a[::-1]]       # order reversed: rows still line up
+        return [u * v for u, v in zip(a, b)]
+    assert_tree_equal(fg.jit(f)(*xs), f(*xs), rtol=0)
