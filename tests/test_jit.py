@@ -686,3 +686,43 @@ def test_stacked_groups_match_eager_on_random_sizes(n, seed, op, shape):
         b = [fn(y) + 1.0 for y in a[::-1]]       # order reversed: rows still line up
         return [u * v for u, v in zip(a, b)]
     assert_tree_equal(fg.jit(f)(*xs), f(*xs), rtol=0)
+
+
+@given(st.data())
+def test_stacking_on_random_wide_programs_matches_eager(data):
+    """Lanes of same-shape values, each layer one op per lane: a unary ufunc, a binary one
+    with an operand shared by every lane (literal, constant, argument), or x * x; lanes
+    permuted between layers, some of them outputs.  jit (which stacks the layers) must
+    give the eager values and dtypes, and leave its arguments alone."""
+    n = data.draw(st.integers(1, 7), label="lanes")
+    depth = data.draw(st.integers(1, 4), label="layers")
+    shape = data.draw(st.sampled_from([(3,), (2, 2), (5,)]), label="shape")
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16), label="seed"))
+    xs = [rng.uniform(0.5, 1.5, shape).astype(dtype) for _ in range(n)]
+    const = rng.uniform(0.5, 1.5, shape[-1:]).astype(dtype)
+    layers = []
+    for _ in range(depth):
+        op = data.draw(st.sampled_from(["sin", "exp", "tanh", "square", "times_lit", "plus_const",
+                                        "minus_arg", "div_lit"]), label="op")
+        layers.append((op, data.draw(st.permutations(range(n)), label="perm")))
+    keep = data.draw(st.sets(st.integers(0, n - 1)), label="outputs")
+
+    def f(*xs):
+        lanes, outs = list(xs), []
+        for op, perm in layers:
+            lanes = [lanes[i] for i in perm]
+            lanes = [{"sin": fnp.sin, "exp": fnp.exp, "tanh": fnp.tanh,
+                      "square": lambda v: v * v, "times_lit": lambda v: v * 0.75,
+                      "plus_const": lambda v: v + const, "minus_arg": lambda v: xs[0] - v,
+                      "div_lit": lambda v: 1.5 / v}[op](v) for v in lanes]
+            outs += [lanes[i] for i in sorted(keep)]
+        return outs, fnp.sum(fnp.stack(lanes))
+    saved = [x.copy() for x in xs]
+    want = f(*xs)
+    got = fg.jit(f)(*xs)
+    assert_tree_equal(got, want, rtol=0)
+    for a, b in zip(tree_leaves(got), tree_leaves(want)):
+        assert a.dtype == b.dtype
+    for x, s in zip(xs, saved):
+        np.testing.assert_array_equal(x, s)
