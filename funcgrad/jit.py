@@ -167,10 +167,11 @@ def _stack_plan(jaxpr: Jaxpr) -> tuple[list, dict, dict]:
     row_of: dict[int, tuple] = {}         # var id -> (_Buffer, var): written or copied in
     row_in_group: dict[int, _Group] = {}  # var id -> group whose stacked result holds it
     avail = dict(produced)                # where each intermediate is ready
-    for members in sorted((m for m in cands.values() if len(m) >= _STACK_MIN), key=min):
+    for key, members in sorted(((k, m) for k, m in cands.items() if len(m) >= _STACK_MIN),
+                               key=lambda km: km[1][0]):
         place = members[0]
         e0 = eqns[place]
-        slot_v = next(i for i, a in enumerate(e0.inputs) if _stack_key(e0, produced)[3][i] is None)
+        slot_v = key[3].index(None)
         varying = [eqns[k].inputs[slot_v] for k in members]
         if len({id(v) for v in varying}) != len(varying) or any(
                 avail.get(id(v), -1) >= place for v in varying) or any(

@@ -87,40 +87,23 @@ def unbroadcast(g: Any, like: Any) -> Any:
     for its gradient: every rule returns the cotangent of the broadcast result
     and calls this to bring it back to the operand's shape.
     """
-    if type(g) is np.ndarray:
-        if type(like) is np.ndarray and g.shape == like.shape and g.dtype == like.dtype:
-            return g      # the common case: nothing to undo
-        # a concrete cotangent gives a concrete result whatever ``like`` is (only its
-        # shape and dtype are used): NumPy directly, without the binders
-        target, dt = shape_of(like), dtype_of(like)
-        lead = g.ndim - len(target)
-        if lead or g.shape != target:
-            axes = tuple(range(lead)) + tuple(
-                i + lead for i, n in enumerate(target) if n == 1 and g.shape[i + lead] != 1)
-            if axes:
-                g = _add_reduce(g, axes)     # ndarray.sum adds a Python wrapper
-            if np.shape(g) != target:
-                g = np.reshape(g, target)
-        if g.dtype != dt and dt.kind in "fc":
-            g = np.asarray(g).astype(dt, copy=False)
-        return g
-    target = getattr(like, "shape", ())
-    gshape = getattr(g, "shape", ())
-    dt = getattr(like, "dtype", None)
-    if gshape == target and dt is not None and getattr(g, "dtype", None) == dt:
-        return g
-    target, gshape = tuple(target), tuple(gshape)
+    concrete = type(g) is np.ndarray
+    if concrete and type(like) is np.ndarray and g.shape == like.shape and g.dtype == like.dtype:
+        return g          # the common case: nothing to undo
+    # a concrete cotangent gives a concrete result whatever ``like`` is (only its shape
+    # and dtype are used): then NumPy directly, else the (traceable) primitives
+    target, dt = tuple(shape_of(like)), dtype_of(like)
+    gshape = shape_of(g)
     if gshape != target:
         lead = len(gshape) - len(target)
         axes = tuple(range(lead)) + tuple(
             i + lead for i, n in enumerate(target) if n == 1 and gshape[i + lead] != 1)
         if axes:
-            g = red.reduce_sum(g, axes, False)
+            g = _add_reduce(g, axes) if concrete else red.reduce_sum(g, axes, False)
         if shape_of(g) != target:
-            g = sh.reshape(g, target)
-    dt = dtype_of(like)
+            g = np.reshape(g, target) if concrete else sh.reshape(g, target)
     if dtype_of(g) != dt and dt.kind in "fc":
-        g = ew.convert(g, dt)
+        g = np.asarray(g).astype(dt, copy=False) if concrete else ew.convert(g, dt)
     return g
 
 
