@@ -153,8 +153,8 @@ def _stack_key(e: Any, produced: set) -> tuple | None:
 
 
 def _stack_plan(jaxpr: Jaxpr) -> tuple[list, dict, dict]:
-    """Groups to run stacked: ``(groups, group of each member eqn, (buffer, row) of each
-    var written into a buffer row)``."""
+    """Groups to run stacked: ``(groups, group of each member eqn, buffer of each var
+    written or copied into a buffer row)``."""
     eqns = jaxpr.eqns
     produced = {id(e.outputs[0]): k for k, e in enumerate(eqns)}
     cands: dict[tuple, list] = {}
@@ -164,7 +164,7 @@ def _stack_plan(jaxpr: Jaxpr) -> tuple[list, dict, dict]:
             cands.setdefault(key, []).append(k)
     groups: list[_Group] = []
     member_of: dict[int, _Group] = {}
-    row_of: dict[int, tuple] = {}         # var id -> (_Buffer, var): written or copied in
+    row_of: dict[int, _Buffer] = {}       # var id -> the buffer it is written or copied into
     row_in_group: dict[int, _Group] = {}  # var id -> group whose stacked result holds it
     avail = dict(produced)                # where each intermediate is ready
     for key, members in sorted(((k, m) for k, m in cands.items() if len(m) >= _STACK_MIN),
@@ -228,8 +228,8 @@ def _place_rows(g: _Group, varying: list, eqns: list, produced: dict, row_of: di
     if not placed:
         buf = _Buffer(new, varying[0].aval)
     else:
-        buf = row_of[id(placed[0])][0]
-        if any(row_of[id(v)][0] is not buf for v in placed):
+        buf = row_of[id(placed[0])]
+        if any(row_of[id(v)] is not buf for v in placed):
             return False
         pos = {id(v): i for i, v in enumerate(buf.vars)}
         idx = sorted(pos[id(v)] for v in placed)
@@ -244,7 +244,7 @@ def _place_rows(g: _Group, varying: list, eqns: list, produced: dict, row_of: di
         else:
             return False
     for v in new:
-        row_of[id(v)] = (buf, v)
+        row_of[id(v)] = buf
     pos = {id(v): i for i, v in enumerate(buf.vars)}
     g.src = buf               # rows lo:hi are set once every buffer is final (rows may be
     g.members = [order[id(v)] for v in sorted(varying, key=lambda v: pos[id(v)])]  # prepended)
@@ -285,9 +285,9 @@ def _liveness(jaxpr: Jaxpr, member_of: dict, row_of: dict) -> tuple[dict[int, in
                 r = root.get(id(a), id(a))
                 last[r] = k
         out = id(e.outputs[0])
-        written = row_of.get(out)
-        if written is not None and _writes_row(e.outputs[0], jaxpr.eqns, {out: k}):
-            root[out] = id(written[0])
+        buf = row_of.get(out)
+        if buf is not None and _writes_row(e.outputs[0], jaxpr.eqns, {out: k}):
+            root[out] = id(buf)
         elif _is_view(e) and not isinstance(e.inputs[0], Literal):
             root[out] = root.get(id(e.inputs[0]), id(e.inputs[0]))
         else:
@@ -311,7 +311,7 @@ def _ufunc_call(u: np.ufunc, args: list, out: str, ns: dict) -> str:
 def _emit_buffers(row_of: dict, names: dict, ns: dict, lines: list, owned: set) -> dict:
     """Allocate the stacking buffers, unpack their rows and copy arguments in; returns
     the row name of each var that goes into a buffer."""
-    bufs = list({id(b): b for b, _ in row_of.values()}.values())
+    bufs = list({id(b): b for b in row_of.values()}.values())
     rows: dict[int, str] = {}
     if bufs:
         ns["_np_empty"], ns["_copyto"] = np.empty, np.copyto
