@@ -290,11 +290,14 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
                 term = terms[i]
                 if term is None:
                     continue
-                x = primals[i]
-                c = g if term is ident_term else term(g, n.primal, *primals)
-                if not (type(c) is np.ndarray and type(x) is np.ndarray and c.shape == x.shape
-                        and c.dtype is x.dtype):
-                    c = unbroadcast(c, x)
+                if len(primals) == 1:   # unary: the term keeps the operand's shape and dtype
+                    c = term(g, n.primal, primals[0])
+                else:
+                    x = primals[i]
+                    c = g if term is ident_term else term(g, n.primal, *primals)
+                    if not (type(c) is np.ndarray and type(x) is np.ndarray
+                            and c.shape == x.shape and c.dtype is x.dtype):
+                        c = unbroadcast(c, x)
             else:
                 c = (prim.vjp(g, n.primal, primals, needed, **params) if params
                      else prim.vjp(g, n.primal, primals, needed))[needed[0]]
