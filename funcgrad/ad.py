@@ -245,11 +245,16 @@ class VJPTrace(Trace):
                 ) not in "fc" or not parents:
             return out
         tape = self.tape
-        t = VJPTracer(self, out, (prim, params, primals, parents, needed), len(tape))
+        t = _new(VJPTracer)     # VJPTracer(...) without the __init__ call: the hot path
+        t._trace = self
+        t.primal = out
+        t.step = (prim, params, primals, parents, needed)
+        t.pos = len(tape)
         tape.append(t)
         return t
 
 
+_new = object.__new__
 _F64 = np.dtype(np.float64)
 _FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)
 
