@@ -481,6 +481,7 @@ class _Entry:
 
 
 _INLINE = object()
+_ndarray = np.ndarray
 _SCALAR_KEY = {bool: "b", int: "i", float: "f", complex: "c"}
 
 
@@ -490,7 +491,9 @@ def _signature(args: tuple, static: tuple) -> Any:
 
     The key holds the container types and sizes, dict keys, each array's shape
     and dtype (a Python scalar's type only: its value is not part of the
-    signature), and the static arguments' values.
+    signature), and the static arguments' values.  This runs on every call, so
+    it is one recursive walk (trees are shallow; one deeper than Python's
+    recursion limit takes the general, iterative path).
     """
     flat: list = []
     key: list = []
@@ -506,48 +509,60 @@ def _signature(args: tuple, static: tuple) -> Any:
             except TypeError:
                 return None           # the general path raises the teaching error
             key.append(("static", k, type(v), v))
-        stack = [a for i, a in enumerate(args) if i not in st][::-1]
-        key.append(n)
-    else:
-        stack = list(args[::-1])
-        key.append(n)
-    while stack:
-        x = stack.pop()
+        args = tuple(a for i, a in enumerate(args) if i not in st)
+    key.append(n)
+    try:
+        found = _walk(args, flat.append, key.append)
+    except RecursionError:
+        return None
+    if found is not True:
+        return found                  # _INLINE or None
+    try:
+        return flat, tuple(key)
+    except TypeError:
+        return None
+
+
+def _walk(xs: Any, leaf: Callable, put: Callable) -> Any:
+    """:func:`_signature`'s walk over the items of container ``xs``: True when done."""
+    for x in xs:
         t = type(x)
-        if t is np.ndarray:
-            if x.dtype.kind not in "biufc":
+        if t is _ndarray:
+            dt = x.dtype
+            if dt.kind not in "biufc":
                 return None
-            flat.append(x)
-            key.append(x.shape)
-            key.append(x.dtype)
+            leaf(x)
+            put(x.shape)
+            put(dt)
         elif t is tuple or t is list:
-            key.append(t)
-            key.append(len(x))
-            stack.extend(x[::-1])
+            put(t)
+            put(len(x))
+            found = _walk(x, leaf, put)
+            if found is not True:
+                return found
         elif t is dict:
             try:
                 ks = sorted(x)
             except TypeError:
                 return None
-            key.append(tuple(ks))
-            stack.extend(x[k] for k in reversed(ks))
+            put(tuple(ks))
+            found = _walk([x[k] for k in ks], leaf, put)
+            if found is not True:
+                return found
         elif t in _SCALAR_KEY:
-            flat.append(x)
-            key.append(_SCALAR_KEY[t])
+            leaf(x)
+            put(_SCALAR_KEY[t])
         elif x is None:
-            key.append(None)
+            put(None)
         elif isinstance(x, Tracer):
             return _INLINE
         elif isinstance(x, np.generic) and x.dtype.kind in "biufc":
-            flat.append(x)
-            key.append(())
-            key.append(x.dtype)
+            leaf(x)
+            put(())
+            put(x.dtype)
         else:
             return None
-    try:
-        return flat, tuple(key)
-    except TypeError:
-        return None
+    return True
 
 
 def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:

@@ -727,3 +727,20 @@ def test_stacking_on_random_wide_programs_matches_eager(data):
         assert a.dtype == b.dtype
     for x, s in zip(xs, saved):
         np.testing.assert_array_equal(x, s)
+
+
+def test_pytree_deeper_than_the_recursion_limit_takes_the_general_path():
+    """The per-call signature walk is recursive (fast); a deeper tree falls back."""
+    import sys
+    deep = np.arange(3.0)
+    for _ in range(sys.getrecursionlimit() + 100):
+        deep = (deep,)
+
+    def f(t):
+        while isinstance(t, tuple):
+            t = t[0]
+        return t * 2.0
+    jf = fg.jit(f)
+    np.testing.assert_array_equal(jf(deep), np.arange(3.0) * 2.0)
+    np.testing.assert_array_equal(jf(deep), np.arange(3.0) * 2.0)
+    assert jf.trace_count == 1
