@@ -42,3 +42,13 @@ def test_bench_rejects_unknown_workload():
          "--only", "no_such_workload"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2
     assert "no workload matches" in proc.stderr
+
+
+def test_outer_kernels_script_agrees_and_times():
+    """bench/outer_kernels.py (the floor under per-example gradients) runs, and every
+    kernel it times computes the same outer products (it asserts that itself)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "outer_kernels.py"), "--repeats", "1"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "one np.dot per matrix" in proc.stdout and "fill the result" in proc.stdout
