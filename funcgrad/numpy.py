@@ -19,6 +19,7 @@ import numpy as _np
 
 from funcgrad.core import ConcretizationError, Tracer, bind, dtype_of, to_concrete, valid_value
 from funcgrad.core import binder as _binder
+from funcgrad.core import get_aval as _get_aval
 from funcgrad.primitives import elementwise as _ew
 from funcgrad.primitives import indexing as _ix
 from funcgrad.primitives import linalg as _la
@@ -574,8 +575,15 @@ def _concrete(x, what):
             "fixed, or compute the mask outside the transformed function.") from None
 
 
-def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list]:
-    """User index -> (static index tuple, index arrays) for the gather/scatter primitives."""
+def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list, int | None]:
+    """User index -> (static index tuple, index arrays, unit axis to drop) for the
+    gather/scatter primitives.
+
+    NumPy puts the dimensions of advanced indices first when a slice, ``None`` or
+    ``...`` stands between them, even a ``...`` that covers no axis.  Such an empty
+    ``...`` becomes a ``None`` here (it separates them as well) whose unit axis the
+    caller drops: the third value, its position in the result, else None.
+    """
     if not isinstance(idx, tuple):
         idx = (idx,)
     items: list = []
@@ -588,8 +596,6 @@ def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list]:
         if isinstance(c, Tracer) and c.dtype == _np.bool_:
             c = _concrete(c, "boolean mask indexing x[mask]")
         if isinstance(c, _np.ndarray) and c.dtype == _np.bool_:
-            if c.ndim == 0:
-                raise IndexError("indexing with a 0-d boolean is not supported; use fnp.where")
             masks[len(items)] = c.shape
             items.extend(_np.nonzero(c))
             continue
@@ -604,12 +610,20 @@ def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list]:
     index: list = []
     arrays: list = []
     axis = 0              # the axis of x that the next component indexes
+    advanced = [k for k, c in enumerate(items) if isinstance(c, (Tracer, _np.ndarray))]
+    if advanced:          # with index arrays, integers are advanced indices too
+        advanced = [k for k, c in enumerate(items) if isinstance(c, (Tracer, _np.ndarray))
+                    or (isinstance(c, (int, _np.integer)) and not isinstance(c, bool))]
+    separator = None      # position in index of the None standing for an empty "..."
     for k, c in enumerate(items):
         if k in masks and tuple(shape_[axis:axis + len(masks[k])]) != masks[k]:
             raise IndexError(f"boolean index did not match the indexed array: the mask has shape "
                              f"{masks[k]}, the axes it indexes have shape "
                              f"{tuple(shape_[axis:axis + len(masks[k])])} (array shape {shape_})")
         if c is Ellipsis:
+            if nd == consumed and advanced and advanced[0] < k < advanced[-1]:
+                separator = len(index)
+                index.append(("n",))
             index.extend([_ix.SLICE_ALL] * (nd - consumed))
             axis += nd - consumed
         elif c is None:
@@ -618,8 +632,6 @@ def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list]:
             index.append(("s",) + tuple(None if v is None else operator.index(v)
                                         for v in (c.start, c.stop, c.step)))
             axis += 1
-        elif isinstance(c, (bool, _np.bool_)):
-            raise IndexError("indexing with a Python bool is not supported")
         elif isinstance(c, (int, _np.integer)):
             index.append(("i", int(c)))
             axis += 1
@@ -639,14 +651,65 @@ def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list]:
         else:
             raise IndexError(f"invalid index component of type {type(c).__name__}; use integers, "
                              "slices, None, Ellipsis, or integer/boolean arrays")
-    return tuple(index), arrays
+    drop = None
+    if separator is not None:   # its unit axis comes after the advanced dims and the basic ones before it
+        basic_before = builtins.sum(1 for c in index[:separator] if c[0] in ("s", "n"))
+        drop = len(_np.broadcast_shapes(*[_shape_of(a) for a in arrays])) + basic_before
+    return tuple(index), arrays, drop
+
+
+def _is_bool_scalar(c) -> bool:
+    return isinstance(c, (bool, _np.bool_)) or (
+        isinstance(c, _np.ndarray) and c.dtype == _np.bool_ and c.ndim == 0)
+
+
+def _bool_scalars(idx, shape_: tuple):
+    """``x[..., True, ...]``: NumPy reads a boolean scalar as a 0-d mask, an advanced
+    index on a new axis of length 1 that it keeps (True) or empties (False).  Returns
+    ``(index, shape)``: the index with each such scalar replaced by an integer array
+    over a unit axis inserted there, and the shape with those axes; or None if the
+    index has no boolean scalar."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    if not builtins.any(_is_bool_scalar(c) for c in idx):
+        return None
+
+    def consumed(c):                   # input axes a component indexes
+        if c is None or c is Ellipsis or _is_bool_scalar(c):
+            return 0
+        if isinstance(c, list):
+            c = _np.asarray(c)
+        if isinstance(c, (_np.ndarray, Tracer)) and c.dtype == _np.bool_:
+            return c.ndim
+        return 1
+    rest = len(shape_) - builtins.sum(consumed(c) for c in idx)
+    new_idx, new_shape, axis = [], [], 0
+    for c in idx:
+        if _is_bool_scalar(c):
+            new_shape.append(1)
+            new_idx.append(_np.zeros(1 if c else 0, _np.intp))
+            continue
+        n = builtins.max(rest, 0) if c is Ellipsis else consumed(c)
+        new_shape.extend(shape_[axis:axis + n])
+        axis += n
+        new_idx.append(c)
+    new_shape.extend(shape_[axis:])
+    return tuple(new_idx), tuple(new_shape)
 
 
 def _getitem(x, idx):
-    index, arrays = _normalize_index(idx, _shape_of(x))
+    expanded = _bool_scalars(idx, _shape_of(x))
+    if expanded is not None:
+        idx, shape_ = expanded
+        x = reshape(x, shape_)
+    index, arrays, drop = _normalize_index(idx, _shape_of(x))
     if not arrays and builtins.all(c == _ix.SLICE_ALL for c in index):
         return x
-    return bind(_ix.gather_p, x, *arrays, index=index)
+    out = bind(_ix.gather_p, x, *arrays, index=index)
+    if drop is not None:
+        s_ = _shape_of(out)
+        out = reshape(out, s_[:drop] + s_[drop + 1:])
+    return out
 
 
 def take(x, indices, axis=None):
@@ -663,8 +726,18 @@ class _IndexUpdateRef:
         self.x, self.idx = x, idx
 
     def _scatter(self, v, mode, unique_indices=False):
-        index, arrays = _normalize_index(self.idx, _shape_of(self.x))
-        return _ix.scatter(self.x, v, arrays, index, mode, bool(unique_indices))
+        x, idx = self.x, self.idx
+        expanded = _bool_scalars(idx, _shape_of(x))
+        if expanded is not None:             # x.at[True]: update through the unit axes
+            idx, shape_ = expanded
+            out = _IndexUpdateRef(reshape(x, shape_), idx)._scatter(v, mode, unique_indices)
+            return reshape(out, _shape_of(x))
+        index, arrays, drop = _normalize_index(idx, _shape_of(x))
+        if drop is not None:        # v in NumPy's layout: give it the separator's unit axis
+            region = _ix.gather_p.abstract_eval(
+                _get_aval(x), *[_get_aval(a) for a in arrays], index=index).shape
+            v = reshape(broadcast_to(v, region[:drop] + region[drop + 1:]), region)
+        return _ix.scatter(x, v, arrays, index, mode, bool(unique_indices))
 
     def set(self, values, *, unique_indices=False):
         """A copy of x with ``x[idx] = values`` (``unique_indices`` is accepted, as in JAX,

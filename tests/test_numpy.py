@@ -748,8 +748,11 @@ def mixed_index(draw, shape):
             idx.append(a.tolist() if k == "list" and a.ndim == 1 else a)
     if draw(st.booleans()):
         idx.insert(draw(st.integers(0, len(idx))), None)
-    if draw(st.booleans()):   # components address the leading axes, so "..." goes last
-        idx.append(Ellipsis)
+    if draw(st.booleans()):
+        if len(kinds) == nd:   # every axis addressed: an empty "..." may stand anywhere (NumPy
+            idx.insert(draw(st.integers(0, len(idx))), Ellipsis)   # counts it as a separator)
+        else:                  # components address the leading axes, so "..." goes last
+            idx.append(Ellipsis)
     return tuple(idx)
 
 
@@ -773,6 +776,7 @@ def test_non_adjacent_advanced_indices():
     x = np.arange(120.0).reshape(2, 3, 4, 5)
     i, j = np.array([[0, 1], [1, 0]]), np.array([3, -1])
     for idx in [(i, slice(None), j), (slice(None), i, slice(None), j), (i, 0, j), (0, slice(1, 3), j),
+                (i, 0, 1, Ellipsis, j), (None, i, 0, Ellipsis, 2, j),   # an empty "..." separates
                 (i, None, slice(None), j), (Ellipsis, i, slice(None), j), (i, slice(None), slice(None), 0),
                 (slice(None), i, j), (slice(None, None, -1), i, 0, slice(None, None, 2))]:
         check_index(x, idx)
@@ -809,6 +813,42 @@ def test_boolean_masks(data):
     check_updates(x, mask, 0.5)
     check_updates(x, mask, data.draw(arrays(x.dtype, (n_sel,) + x.shape[k:])))
     check_updates(x, x > 0, -1.0, modes=("set",))
+
+
+@given(data=st.data())
+def test_boolean_scalar_indices(data):
+    """x[True], x[..., False], x[0, :, True]: a boolean scalar is a 0-d mask (NumPy and JAX),
+    an advanced index on a new axis of length 1 (True) or 0 (False), also among integer
+    arrays and in .at[] updates."""
+    x = data.draw(array_and_dtype(shape=index_shapes))
+    base = data.draw(st.one_of(
+        hnp.basic_indices(x.shape, min_dims=0, allow_newaxis=True, allow_ellipsis=True),
+        mixed_index(x.shape)))
+    base = list(base) if isinstance(base, tuple) else [base]
+    for _ in range(data.draw(st.integers(1, 2))):
+        flag = data.draw(st.sampled_from([True, False, np.bool_(True), np.array(False)]))
+        base.insert(data.draw(st.integers(0, len(base))), flag)
+    idx = tuple(base)
+    try:
+        region = x[idx].shape
+    except IndexError:             # e.g. False (length 0) against an index array of length 2
+        assume(False)
+    check_index(x, idx)
+    check_updates(x, idx, 2.0)
+    v = data.draw(arrays(x.dtype, region[data.draw(st.integers(0, len(region))):]))
+    check_updates(x, idx, v)
+
+
+def test_boolean_scalar_index_examples():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    for idx in [True, False, (slice(None), True), (0, slice(None), True), (True, Ellipsis, 1),
+                (np.array(True),), ([0, 1], True)]:
+        check_index(x, idx)
+        check_updates(x, idx, -1.0)
+    assert traced(lambda x: x[True], x).shape == (1, 2, 3, 4)
+    assert traced(lambda x: x[0, :, True], x).shape == (1, 3, 4)   # advanced dims go first
+    g = fg.grad(lambda x: fnp.sum(x[:, True] * x[:, True]) + fnp.sum(x[False]))(x)
+    np.testing.assert_array_equal(g, 2 * x)
 
 
 def test_mask_from_traced_value_is_a_concretization_error():
