@@ -146,9 +146,14 @@ def _fmt_param(k: str, v: Any) -> str:
 
 
 def _fmt_atom(a: Atom, name: Callable) -> str:
+    """A variable's name; a literal's value, with its type when it has its own dtype (a
+    NumPy scalar: ``1.0:f32[]``).  A Python number prints bare: it takes the dtype of
+    the arrays it meets."""
     if isinstance(a, Literal):
         v = a.val
-        return repr(v.item() if isinstance(v, np.generic) else v)
+        if isinstance(v, np.generic):
+            return f"{v.item()!r}:{a.aval.str_short()}"
+        return repr(v)
     return name(a)
 
 

@@ -206,7 +206,7 @@ def test_listing_scatter_and_mixed_dtypes():
     assert str(jaxpr) == (
         "{ lambda ; a:f32[4] b:i64[2]. let\n"
         "    c:f32[4] = scatter[index=[#0] mode='add'] a 2.0 b\n"
-        "    d:f32[4] = mul c 0.5\n"
+        "    d:f32[4] = mul c 0.5:f32[]\n"
         "  in (d,) }")
 
 
