@@ -575,6 +575,15 @@ def _concrete(x, what):
             "fixed, or compute the mask outside the transformed function.") from None
 
 
+def _separates(items: list, k: int) -> bool:
+    """Does component ``k`` stand between advanced indices (index arrays, and integers
+    when arrays are present)?"""
+    if not builtins.any(isinstance(c, (Tracer, _np.ndarray)) for c in items):
+        return False
+    adv = [j for j, c in enumerate(items) if isinstance(c, (Tracer, _np.ndarray, int, _np.integer))]
+    return bool(adv) and adv[0] < k < adv[-1]
+
+
 def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list, int | None]:
     """User index -> (static index tuple, index arrays, unit axis to drop) for the
     gather/scatter primitives.
@@ -610,10 +619,6 @@ def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list, int | None]:
     index: list = []
     arrays: list = []
     axis = 0              # the axis of x that the next component indexes
-    advanced = [k for k, c in enumerate(items) if isinstance(c, (Tracer, _np.ndarray))]
-    if advanced:          # with index arrays, integers are advanced indices too
-        advanced = [k for k, c in enumerate(items) if isinstance(c, (Tracer, _np.ndarray))
-                    or (isinstance(c, (int, _np.integer)) and not isinstance(c, bool))]
     separator = None      # position in index of the None standing for an empty "..."
     for k, c in enumerate(items):
         if k in masks and tuple(shape_[axis:axis + len(masks[k])]) != masks[k]:
@@ -621,7 +626,7 @@ def _normalize_index(idx, shape_: tuple) -> tuple[tuple, list, int | None]:
                              f"{masks[k]}, the axes it indexes have shape "
                              f"{tuple(shape_[axis:axis + len(masks[k])])} (array shape {shape_})")
         if c is Ellipsis:
-            if nd == consumed and advanced and advanced[0] < k < advanced[-1]:
+            if nd == consumed and _separates(items, k):
                 separator = len(index)
                 index.append(("n",))
             index.extend([_ix.SLICE_ALL] * (nd - consumed))
