@@ -675,8 +675,10 @@ def _bool_scalars(idx, shape_: tuple):
     over a unit axis inserted there, and the shape with those axes; or None if the
     index has no boolean scalar."""
     if not isinstance(idx, tuple):
+        if not _is_bool_scalar(idx):
+            return None                  # the common single index: nothing more to check
         idx = (idx,)
-    if not builtins.any(_is_bool_scalar(c) for c in idx):
+    elif not builtins.any(_is_bool_scalar(c) for c in idx):
         return None
 
     def consumed(c):                   # input axes a component indexes
