@@ -132,8 +132,7 @@ def _stack_key(e: Any, produced: set) -> tuple | None:
     """What equations must share to be stacked together, or None if ``e`` cannot be."""
     prim = e.primitive
     out = e.outputs[0].aval
-    if (not isinstance(prim.impl, np.ufunc) or e.params or len(e.inputs) != prim.impl.nin
-            or not out.ndim or out.weak_type or out.size > _STACK_MAX_SIZE):
+    if not _plain_ufunc(e) or not out.ndim or out.weak_type or out.size > _STACK_MAX_SIZE:
         return None
     ins = e.inputs
     # the varying operand: the only input, an intermediate, or both operands alike (t * t)
@@ -152,9 +151,9 @@ def _stack_key(e: Any, produced: set) -> tuple | None:
     return (prim.name, out.shape, out.dtype, slots)
 
 
-def _stack_plan(jaxpr: Jaxpr) -> tuple[list, dict, dict]:
-    """Groups to run stacked: ``(groups, group of each member eqn, buffer of each var
-    written or copied into a buffer row)``."""
+def _stack_plan(jaxpr: Jaxpr) -> tuple[dict, dict]:
+    """Groups to run stacked: ``(group of each member eqn, buffer of each var written or
+    copied into a buffer row)``."""
     eqns = jaxpr.eqns
     produced = {id(e.outputs[0]): k for k, e in enumerate(eqns)}
     cands: dict[tuple, list] = {}
@@ -201,7 +200,7 @@ def _stack_plan(jaxpr: Jaxpr) -> tuple[list, dict, dict]:
         if isinstance(g.src, _Buffer):
             g.lo = next(i for i, v in enumerate(g.src.vars) if v is g.first)
             g.hi = g.lo + len(g.members)
-    return groups, member_of, row_of
+    return member_of, row_of
 
 
 def _place_rows(g: _Group, varying: list, eqns: list, produced: dict, row_of: dict,
@@ -222,7 +221,8 @@ def _place_rows(g: _Group, varying: list, eqns: list, produced: dict, row_of: di
         return False
     placed = [v for v in varying if id(v) in row_of]
     new = sorted((v for v in varying if id(v) not in row_of), key=lambda v: produced.get(id(v), -1))
-    copies = sum(1 for v in new if not _writes_row(v, eqns, produced))
+    copies = sum(1 for v in new   # arguments and constants are copied in, as are results
+                 if id(v) not in produced or not _plain_ufunc(eqns[produced[id(v)]]))
     if len(varying) - copies < _STACK_MIN:
         return False
     if not placed:
@@ -252,12 +252,9 @@ def _place_rows(g: _Group, varying: list, eqns: list, produced: dict, row_of: di
     return True
 
 
-def _writes_row(v: Any, eqns: list, produced: dict) -> bool:
-    """Can ``v``'s producer write it straight into a buffer row (a ufunc's ``out``)?"""
-    k = produced.get(id(v))
-    if k is None:
-        return False                       # an argument or constant: copied in
-    e = eqns[k]
+def _plain_ufunc(e: Any) -> bool:
+    """Is equation ``e`` a ufunc called on its operands alone, so that it can take an
+    ``out`` (a dead operand's buffer, or a row of a stacking buffer)?"""
     return (isinstance(e.primitive.impl, np.ufunc) and not e.params
             and len(e.inputs) == e.primitive.impl.nin)
 
@@ -286,7 +283,7 @@ def _liveness(jaxpr: Jaxpr, member_of: dict, row_of: dict) -> tuple[dict[int, in
                 last[r] = k
         out = id(e.outputs[0])
         buf = row_of.get(out)
-        if buf is not None and _writes_row(e.outputs[0], jaxpr.eqns, {out: k}):
+        if buf is not None and _plain_ufunc(e):
             root[out] = id(buf)
         elif _is_view(e) and not isinstance(e.inputs[0], Literal):
             root[out] = root.get(id(e.inputs[0]), id(e.inputs[0]))
@@ -376,7 +373,7 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
     # a closed-over tracer of an outer transformation among the constants makes the
     # intermediates tracers too, which have no buffers to write into
     inplace = not any(isinstance(c, Tracer) for c in jaxpr.consts)
-    groups, member_of, row_of = _stack_plan(jaxpr) if inplace else ([], {}, {})
+    member_of, row_of = _stack_plan(jaxpr) if inplace else ({}, {})
     last, root = _liveness(jaxpr, member_of, row_of)
     owned: set[int] = set()          # buffers this function allocated (safe to overwrite)
     lines = []
@@ -405,8 +402,7 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
             lines.append(f"    {out} = {_ufunc_call(prim.impl, args, row, ns)}")
             names[id(ov)] = out
             continue
-        if inplace and isinstance(prim.impl, np.ufunc) and ov.aval.ndim and not e.params \
-                and len(e.inputs) == prim.impl.nin:
+        if inplace and ov.aval.ndim and _plain_ufunc(e):
             for a in e.inputs:
                 if (not isinstance(a, Literal) and id(a) in owned and root.get(id(a)) == id(a)
                         and last.get(id(a)) == k and a.aval == ov.aval):
