@@ -806,30 +806,17 @@ def _install_tracer_methods() -> None:
     T.__neg__ = negative
     T.__pos__ = lambda s: s
     T.__abs__ = abs
-    T.__add__ = add
-    T.__radd__ = lambda s, o: add(o, s)
-    T.__sub__ = subtract
-    T.__rsub__ = lambda s, o: subtract(o, s)
-    T.__mul__ = multiply
-    T.__rmul__ = lambda s, o: multiply(o, s)
-    T.__truediv__ = divide
-    T.__rtruediv__ = lambda s, o: divide(o, s)
-    T.__pow__ = power
-    T.__rpow__ = lambda s, o: power(o, s)
-    T.__matmul__ = matmul
-    T.__rmatmul__ = lambda s, o: matmul(o, s)
+    for name, fn in (("add", add), ("sub", subtract), ("mul", multiply), ("truediv", divide),
+                     ("pow", power), ("matmul", matmul), ("and", bitwise_and),
+                     ("or", bitwise_or), ("xor", bitwise_xor)):
+        setattr(T, f"__{name}__", fn)                                 # x + y
+        setattr(T, f"__r{name}__", lambda s, o, fn=fn: fn(o, s))      # y + x, y not a tracer
     T.__lt__ = less
     T.__le__ = less_equal
     T.__gt__ = greater
     T.__ge__ = greater_equal
     T.__eq__ = equal
     T.__ne__ = not_equal
-    T.__and__ = bitwise_and
-    T.__rand__ = lambda s, o: bitwise_and(o, s)
-    T.__or__ = bitwise_or
-    T.__ror__ = lambda s, o: bitwise_or(o, s)
-    T.__xor__ = bitwise_xor
-    T.__rxor__ = lambda s, o: bitwise_xor(o, s)
     T.__invert__ = invert
     T.__getitem__ = _getitem
     T.T = property(lambda s: transpose(s))
