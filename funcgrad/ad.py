@@ -87,6 +87,7 @@ class JVPTracer(Tracer):
 
 class JVPTrace(Trace):
     name = "jvp"
+    differentiates = True
 
     def process_primitive(self, prim: Primitive, args: tuple, params: dict) -> Any:
         if self.thread != get_ident():
@@ -196,6 +197,7 @@ class VJPTrace(Trace):
     """
 
     name = "grad/vjp"
+    differentiates = True
 
     def __init__(self, level: int):
         super().__init__(level)

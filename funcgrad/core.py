@@ -404,6 +404,7 @@ class Trace:
     """One running transformation.  Subclasses implement ``process_primitive``."""
 
     name = "trace"
+    differentiates = False      # True for AD traces: float() of their tracers raises
 
     def __init__(self, level: int):
         self.level = level
@@ -508,13 +509,30 @@ class Tracer:
         return int(self._concrete_for("int(x)"))
 
     def __float__(self) -> float:
+        # As in JAX: float() of a value being differentiated raises instead of quietly
+        # making it a constant with a zero derivative.  int() and bool() stay allowed:
+        # they are how Python control flow and indexing on values work under grad.
+        x = self
+        while isinstance(x, Tracer) and x._trace.alive:
+            if x._trace.differentiates and x.dtype.kind in "fc":
+                raise ConcretizationError(
+                    f"{x._trace.name}: float(x) would turn a value being differentiated "
+                    f"({x.aval.str_short()}) into a constant and silently drop its "
+                    "derivative. Keep x as an array (arithmetic and funcgrad.numpy "
+                    "functions work on it); if a constant is intended, use "
+                    "fg.stop_gradient(x); to log its value, return it as auxiliary "
+                    "output (has_aux=True).")
+            try:
+                x = x.concrete()
+            except ConcretizationError:
+                break
         return float(self._concrete_for("float(x)"))
 
     def __index__(self) -> int:
         return int(self._concrete_for("using x as an index or size"))
 
     def item(self) -> Any:
-        return self._concrete_for("x.item()").item()
+        return np.asarray(self._concrete_for("x.item()")).item()
 
     def tolist(self) -> Any:
         return np.asarray(self._concrete_for("x.tolist()")).tolist()
@@ -522,10 +540,13 @@ class Tracer:
     def _concrete_for(self, what: str) -> Any:
         if not self._trace.alive:
             raise _leak_error(self._trace)
-        try:
-            return to_concrete(self)
-        except ConcretizationError:
-            raise ConcretizationError(self._concretization_message(what)) from None
+        x = self
+        while isinstance(x, Tracer):        # the message names the trace that has no value
+            try:
+                x = x.concrete()
+            except ConcretizationError:
+                raise ConcretizationError(x._concretization_message(what)) from None
+        return x
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         if not self._trace.alive:

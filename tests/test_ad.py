@@ -403,12 +403,46 @@ def test_control_flow_on_array_values_and_loops():
         y = x
         while fnp.sum(y ** 2) < 100.0:   # data-dependent loop count
             y = y * 2.0
-        return fnp.sum(y) if float(fnp.max(x)) > 0 else -fnp.sum(y)
+        return fnp.sum(y) if fnp.max(x) > 0 else -fnp.sum(y)
 
     x = np.array([0.5, 1.0])
     # y = 16 x (after 4 doublings: sum 1.25*256 = 320 >= 100), derivative 16
     np.testing.assert_allclose(fg.grad(f)(x), [16.0, 16.0])
     np.testing.assert_allclose(fg.jvp(f, (x,), (np.ones(2),))[1], 32.0)
+
+
+def test_float_of_a_differentiated_value_raises_instead_of_dropping_its_derivative():
+    # float(x) would make x a constant: its derivative would silently be 0 (JAX raises too)
+    def f(x):
+        return float(x) * x
+    for run, name in [(lambda: fg.grad(f)(2.0), "grad"),
+                      (lambda: fg.jvp(f, (2.0,), (1.0,)), "jvp"),
+                      (lambda: fg.vjp(f, np.float32(2.0)), "grad/vjp"),
+                      (lambda: fg.grad(fg.grad(lambda x: x * x * float(x)))(2.0), "grad"),
+                      (lambda: fg.vmap(fg.grad(f))(np.ones(3)), "grad")]:
+        with pytest.raises(fg.ConcretizationError, match="stop_gradient") as info:
+            run()
+        msg = str(info.value)
+        assert msg.startswith(name) and "float(x)" in msg and "drop its derivative" in msg
+
+
+def test_int_bool_and_item_of_a_differentiated_value_are_constants():
+    # allowed as in JAX: the results are Python values, constants to the derivative
+    assert fg.grad(lambda x: int(x) * x)(2.5) == 2.0
+    assert fg.grad(lambda x: x.item() * x)(2.5) == 2.5          # Python-float primal
+    assert fg.grad(lambda x: x.item() * x)(np.float32(2.5)) == 2.5
+    assert fg.grad(lambda x: x * 3.0 if bool(x > 1) else x)(2.0) == 3.0
+    # float() of something that is not being differentiated still works under grad
+    assert fg.grad(lambda x, n: x * float(n))(2.0, 3.0) == 3.0
+    assert fg.grad(lambda x: x * float(fg.stop_gradient(x)))(2.0) == 2.0
+
+
+def test_concretization_error_names_the_trace_that_has_no_value():
+    # vmap outside grad: it is vmap, not grad, that cannot give x.item() one value
+    with pytest.raises(fg.ConcretizationError, match=r"^vmap: x\.item\(\)"):
+        fg.vmap(fg.grad(lambda x: x.item() * x))(np.ones(2))
+    with pytest.raises(fg.ConcretizationError, match=r"^jit: int\(x\)"):
+        fg.jit(fg.grad(lambda x: int(x) * x))(1.0)
 
 
 def test_control_flow_under_make_jaxpr_raises():
