@@ -108,7 +108,17 @@ class JVPTrace(Trace):
         out, t = prim.jvp(primals, tangents, **params)
         if t is None or not is_float(out):
             return out
+        if dtype_of(out).kind == "c":
+            raise _complex_error(self, prim)
         return JVPTracer(self, out, t)
+
+
+def _complex_error(trace: Trace, prim: Primitive) -> TypeError:
+    return TypeError(
+        f"{trace.name}: {prim.name} gave a complex result from a value being differentiated; "
+        "funcgrad differentiates real-valued computations only (complex intermediates are not "
+        "supported, so no derivative rule handles them). Keep the computation real, e.g. "
+        "write |a + ib|**2 as a**2 + b**2.")
 
 
 def _check_tangent(p: Any, t: Any, i: int) -> None:
@@ -243,8 +253,10 @@ class VJPTrace(Trace):
             if prim.zero_derivative or not parents:
                 return out
             raise NotImplementedError(f"grad: primitive {prim.name} has no reverse-mode rule")
-        if (out.dtype.kind if type(out) is np.ndarray else getattr(out, "dtype", _F64).kind
-                ) not in "fc" or not parents:
+        kind = out.dtype.kind if type(out) is np.ndarray else getattr(out, "dtype", _F64).kind
+        if kind != "f" or not parents:
+            if kind == "c" and parents:
+                raise _complex_error(self, prim)
             return out
         tape = self.tape
         t = _new(VJPTracer)     # VJPTracer(...) without the __init__ call: the hot path

@@ -549,3 +549,27 @@ def test_argnums_out_of_range_is_a_value_error():
 def test_has_aux_must_return_a_pair():
     with pytest.raises(TypeError, match="pair"):
         fg.grad(lambda x: x ** 2, has_aux=True)(1.0)
+
+
+# ------------------------------------------------------------------ complex ---
+
+@pytest.mark.parametrize("f", [
+    lambda x: fnp.sum(fnp.abs(x * (1 + 2j)) ** 2),          # was silently -6x, not 10x
+    lambda x: x * (1 + 2j),                                   # jacrev dropped the imaginary part
+    lambda x: fnp.sum(fnp.abs(fnp.exp(1j * x))),              # |e^ix| = 1: was non-zero
+    lambda x: fnp.sum(x.astype(np.complex128)).astype(np.float64),
+])
+def test_complex_intermediates_from_differentiated_values_raise(f):
+    x = np.array([1.0, 2.0, -3.0])
+    for run in (fg.grad, fg.jacfwd, fg.jacrev, fg.hessian,
+                lambda f: lambda x: fg.jvp(f, (x,), (x,)), lambda f: lambda x: fg.vjp(f, x),
+                lambda f: fg.jit(fg.grad(f)), lambda f: fg.vmap(fg.grad(f))):
+        with pytest.raises(TypeError, match="complex result from a value being differentiated"):
+            run(f)(x)
+
+
+def test_complex_values_not_depending_on_the_inputs_are_fine():
+    c = np.array([1 + 2j, 3 - 1j])
+    f = lambda x: x * fnp.sum(fnp.abs(c * c)).astype(np.float64)    # noqa: E731
+    assert fg.grad(f)(2.0) == pytest.approx(15.0)
+    assert fg.jvp(f, (2.0,), (1.0,))[1] == pytest.approx(15.0)
