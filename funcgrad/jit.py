@@ -252,6 +252,17 @@ def _place_rows(g: _Group, varying: list, eqns: list, produced: dict, row_of: di
     return True
 
 
+def _source_literal(v: Any) -> bool:
+    """Whether ``str(v)`` is ``v`` as Python source (so a template may paste it).
+
+    Anything else (a string, a float such as ``nan``, an object) goes to the impl
+    as a bound argument instead: a parameter's text never becomes code.
+    """
+    if isinstance(v, tuple):
+        return all(_source_literal(x) for x in v)
+    return v is None or isinstance(v, (bool, int, np.integer, np.bool_, np.dtype))
+
+
 def _plain_ufunc(e: Any) -> bool:
     """Is equation ``e`` a ufunc called on its operands alone, so that it can take an
     ``out`` (a dead operand's buffer, or a row of a stacking buffer)?"""
@@ -421,8 +432,7 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
                 args, [a.aval for a in e.inputs], **e.params)) is not None:
             expr = code          # a rule that picks the expression from the operand shapes
         elif isinstance(prim.codegen, str) and all(
-                isinstance(v, (bool, int, float, str, tuple, np.dtype, type(None)))
-                for v in e.params.values()) and not (
+                _source_literal(v) for v in e.params.values()) and not (
                 prim.codegen.startswith("{0}.") and not isinstance(e.inputs[0], Literal)
                 and e.inputs[0].aval.weak_type):     # a Python scalar input has no ndarray methods
             expr = prim.codegen.format(*args, args=", ".join(args), **e.params)

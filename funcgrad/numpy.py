@@ -206,20 +206,32 @@ def _axes(x, axis, where: str) -> tuple:
     return tuple(sorted(out))
 
 
+def _kd(keepdims, where: str) -> bool:
+    """``keepdims`` as a bool (True, False, NumPy bools, 0 and 1), else a TypeError."""
+    if keepdims is True or keepdims is False:
+        return keepdims
+    if isinstance(keepdims, (int, _np.integer, _np.bool_)) and keepdims in (0, 1):
+        return bool(keepdims)
+    raise TypeError(f"{where}: keepdims must be a bool, got {keepdims!r}")
+
+
 def sum(x, axis=None, keepdims=False):  # noqa: A001
-    return bind(_red.reduce_sum_p, x, axes=_axes(x, axis, "sum"), keepdims=keepdims)
+    return bind(_red.reduce_sum_p, x, axes=_axes(x, axis, "sum"), keepdims=_kd(keepdims, "sum"))
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001
-    return bind(_red.reduce_max_p, x, axes=_axes(x, axis, "max"), keepdims=keepdims)
+    return bind(_red.reduce_max_p, x, axes=_axes(x, axis, "max"),
+                keepdims=_kd(keepdims, "max"))
 
 
 def min(x, axis=None, keepdims=False):  # noqa: A001
-    return bind(_red.reduce_min_p, x, axes=_axes(x, axis, "min"), keepdims=keepdims)
+    return bind(_red.reduce_min_p, x, axes=_axes(x, axis, "min"),
+                keepdims=_kd(keepdims, "min"))
 
 
 def prod(x, axis=None, keepdims=False):
-    return bind(_red.reduce_prod_p, x, axes=_axes(x, axis, "prod"), keepdims=keepdims)
+    return bind(_red.reduce_prod_p, x, axes=_axes(x, axis, "prod"),
+                keepdims=_kd(keepdims, "prod"))
 
 
 amax, amin = max, min
@@ -235,11 +247,13 @@ def _count(x, axes) -> int:
 
 def mean(x, axis=None, keepdims=False):
     axes = _axes(x, axis, "mean")
-    return divide(bind(_red.reduce_sum_p, x, axes=axes, keepdims=keepdims), _count(x, axes))
+    return divide(bind(_red.reduce_sum_p, x, axes=axes, keepdims=_kd(keepdims, "mean")),
+                  _count(x, axes))
 
 
 def var(x, axis=None, ddof=0, keepdims=False):
     axes = _axes(x, axis, "var")
+    keepdims = _kd(keepdims, "var")
     d = subtract(x, mean(x, axes, keepdims=True))
     # NumPy divides by max(n - ddof, 0): inf/nan, never a negative "variance"
     return divide(sum(multiply(d, d), axes, keepdims), builtins.max(_count(x, axes) - ddof, 0))
@@ -251,12 +265,15 @@ def std(x, axis=None, ddof=0, keepdims=False):
 
 def logsumexp(x, axis=None, keepdims=False):
     """``log(sum(exp(x)))`` computed stably (a primitive: the max is subtracted)."""
-    return bind(_red.logsumexp_p, x, axes=_axes(x, axis, "logsumexp"), keepdims=keepdims)
+    return bind(_red.logsumexp_p, x, axes=_axes(x, axis, "logsumexp"),
+                keepdims=_kd(keepdims, "logsumexp"))
 
 
 def _argreduce(p, x, axis, keepdims, where):
+    if axis is not None and (not isinstance(axis, (int, _np.integer)) or isinstance(axis, bool)):
+        raise TypeError(f"{where}: axis must be None or an int, got {axis!r}")
     ax = None if axis is None else _axes(x, axis, where)[0]
-    return bind(p, x, axis=ax, keepdims=keepdims)
+    return bind(p, x, axis=ax, keepdims=_kd(keepdims, where))
 
 
 def argmax(x, axis=None, keepdims=False):
@@ -300,16 +317,33 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def tensordot(a, b, axes=2):
-    na, nb = len(_shape_of(a)), len(_shape_of(b))
-    if isinstance(axes, (int, _np.integer)):
+    sha, shb = _shape_of(a), _shape_of(b)
+    na, nb = len(sha), len(shb)
+    if isinstance(axes, (int, _np.integer)) and not isinstance(axes, bool):
+        if not 0 <= axes <= builtins.min(na, nb):
+            raise ValueError(f"tensordot: axes={axes} needs 0 <= axes <= the ranks of both "
+                             f"operands, which have shapes {sha} and {shb}")
         ax_a = list(range(na - axes, na))
         ax_b = list(range(axes))
     else:
-        ax_a, ax_b = axes
-        ax_a = [ax_a] if isinstance(ax_a, (int, _np.integer)) else list(ax_a)
-        ax_b = [ax_b] if isinstance(ax_b, (int, _np.integer)) else list(ax_b)
+        try:
+            ax_a, ax_b = axes
+            ax_a = [ax_a] if isinstance(ax_a, (int, _np.integer)) else list(ax_a)
+            ax_b = [ax_b] if isinstance(ax_b, (int, _np.integer)) else list(ax_b)
+            ax_a = [operator.index(x) for x in ax_a]
+            ax_b = [operator.index(x) for x in ax_b]
+        except (TypeError, ValueError):
+            raise TypeError("tensordot: axes must be an int or a pair (axes of a, axes of b) "
+                            f"of ints or sequences of ints, got {axes!r}") from None
     if len(ax_a) != len(ax_b):
         raise ValueError(f"tensordot: axes lists differ in length: {ax_a} and {ax_b}")
+    for which, ax, n, sh in (("a", ax_a, na, sha), ("b", ax_b, nb, shb)):
+        for x in ax:
+            if not -n <= x < n:
+                raise ValueError(f"tensordot: axis {x} is out of bounds for operand {which} of "
+                                 f"shape {sh} (rank {n})")
+        if len({x % n for x in ax}) != len(ax):
+            raise ValueError(f"tensordot: repeated axis in the axes of operand {which}: {ax}")
     ax_a = [x % na for x in ax_a]
     ax_b = [x % nb for x in ax_b]
     for i, j in zip(ax_a, ax_b):
@@ -344,6 +378,9 @@ def reshape(x, shape, order="C"):
             (shape,) if isinstance(shape, (int, _np.integer)) else tuple(shape)))
     except TypeError:
         raise TypeError(f"reshape: shape must be an int or a tuple of ints, got {shape!r}") from None
+    if builtins.min(shape, default=0) < -1:
+        raise ValueError(f"reshape: negative size in {shape}; -1 (once) stands for the size "
+                         "that fits, other sizes must be >= 0")
     if order == "F":
         return transpose(_sh.reshape(transpose(x), shape[::-1]))
     return _sh.reshape(x, shape)
@@ -380,8 +417,14 @@ def moveaxis(x, source, destination):
     nd = len(_shape_of(x))
     src = [source] if isinstance(source, (int, _np.integer)) else list(source)
     dst = [destination] if isinstance(destination, (int, _np.integer)) else list(destination)
+    if len(src) != len(dst):
+        raise ValueError(f"moveaxis: source {source} and destination {destination} must have "
+                         "the same number of axes")
     src = [_axes(x, s, "moveaxis")[0] for s in src]
     dst = [_axes(x, d, "moveaxis")[0] for d in dst]
+    for what, ax in (("source", src), ("destination", dst)):
+        if len(set(ax)) != len(ax):
+            raise ValueError(f"moveaxis: repeated axis in {what} {ax}")
     order = [n for n in range(nd) if n not in src]
     for d, s in sorted(zip(dst, src)):
         order.insert(d, s)

@@ -415,3 +415,61 @@ def test_where_with_a_float_condition_differentiates_the_branches() -> None:
 def test_jit_keyword_arguments() -> None:
     _raises(lambda: fg.jit(lambda x, y=1.0: x * y)(X, y=2.0), TypeError, "jit",
             "keyword arguments (y)", "positionally", "functools.partial")
+
+
+# ------------------------- arguments NumPy rejects (funcgrad once answered silently) ---
+
+M = lambda x: fnp.outer(x, x)       # noqa: E731  a (3, 3) value in every mode
+
+BAD_ARGUMENTS: dict[str, tuple[Callable, type[BaseException], tuple[str, ...]]] = {
+    "tensordot axis out of range": (lambda x: fnp.tensordot(M(x), M(x), axes=([5], [0])),
+                                    ValueError, ("tensordot", "axis 5 is out of bounds")),
+    "tensordot negative axis out of range": (
+        lambda x: fnp.tensordot(M(x), M(x), axes=([-3], [0])), ValueError, ("out of bounds",)),
+    "tensordot repeated axis": (lambda x: fnp.tensordot(M(x), M(x), axes=([1, 1], [0, 0])),
+                                ValueError, ("tensordot", "repeated axis")),
+    "tensordot axes too many": (lambda x: fnp.tensordot(x, M(x), axes=2), ValueError,
+                                ("tensordot", "axes=2")),
+    "tensordot of a scalar": (lambda x: fnp.tensordot(fnp.sum(x), M(x), axes=1), ValueError,
+                              ("tensordot", "axes=1")),
+    "tensordot axes not ints": (lambda x: fnp.tensordot(M(x), M(x), axes="ab"), TypeError,
+                                ("tensordot", "axes must be")),
+    "moveaxis lengths differ": (lambda x: fnp.moveaxis(M(x), [0, 1], [1]), ValueError,
+                                ("moveaxis", "same number")),
+    "moveaxis repeated destination": (lambda x: fnp.moveaxis(M(x), [0, 1], [1, 1]),
+                                      ValueError, ("moveaxis", "repeated axis")),
+    "argmax over a tuple of axes": (lambda x: fnp.argmax(M(x), axis=(0, 1)), TypeError,
+                                    ("argmax", "axis must be None or an int")),
+    "keepdims a string": (lambda x: fnp.sum(M(x), axis=1, keepdims="False"), TypeError,
+                          ("sum", "keepdims must be a bool")),
+    "keepdims of argmin": (lambda x: fnp.argmin(x, keepdims="yes"), TypeError,
+                           ("argmin", "keepdims must be a bool")),
+    "reshape to -2": (lambda x: fnp.reshape(M(x), (-2, 3)), ValueError,
+                      ("reshape", "negative size")),
+}
+
+
+@pytest.mark.parametrize("transform", ["eager", *sorted(TRANSFORMS)])
+@pytest.mark.parametrize("case", sorted(BAD_ARGUMENTS))
+def test_arguments_numpy_rejects_raise_in_every_mode(case: str, transform: str) -> None:
+    f, exc, needles = BAD_ARGUMENTS[case]
+    run = (lambda f: f(X)) if transform == "eager" else TRANSFORMS[transform]
+    _raises(lambda: run(f), exc, *needles)
+
+
+def test_jit_never_pastes_a_parameter_s_text_into_its_code() -> None:
+    # a str parameter reaching a primitive goes to its impl as a value, not as source:
+    # NumPy rejects it, and nothing in the string runs
+    import builtins
+
+    from funcgrad.core import bind
+    from funcgrad.primitives import reduce as red
+    ran: list = []
+    builtins._fg_probe = ran.append       # type: ignore[attr-defined]
+    try:
+        f = fg.jit(lambda x: bind(red.reduce_sum_p, x, axes=(0,), keepdims="_fg_probe(1) or True"))
+        with pytest.raises(Exception):      # noqa: B017  NumPy's own complaint about keepdims
+            f(XS)
+    finally:
+        del builtins._fg_probe              # type: ignore[attr-defined]
+    assert ran == []
