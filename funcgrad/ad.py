@@ -113,6 +113,13 @@ class JVPTrace(Trace):
         return JVPTracer(self, out, t)
 
 
+def _output_type_message(where: str, o: Any) -> str:
+    return (f"{where}: fun returned a value of type {type(o).__name__} ({o!r:.40}) among its "
+            "outputs; differentiated functions must return numeric arrays, numbers, or pytrees "
+            "of them" + (" (return other values as auxiliary output with has_aux=True)"
+                         if where == "vjp" else ""))
+
+
 def _complex_error(trace: Trace, prim: Primitive) -> TypeError:
     return TypeError(
         f"{trace.name}: {prim.name} gave a complex result from a value being differentiated; "
@@ -158,6 +165,8 @@ def jvp(fun: Callable, primals: Sequence, tangents: Sequence) -> tuple[Any, Any]
                 ps.append(o.primal)
                 ts.append(o.tangent)
             else:
+                if not valid_value(o):
+                    raise TypeError(_output_type_message("jvp", o))
                 ps.append(o)
                 ts.append(None)
     ts = [zeros_like_value(p) if t is None else t for p, t in zip(ps, ts)]
@@ -392,7 +401,8 @@ def _vjp(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
     return primal_out, vjp_fn
 
 
-def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
+def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool,
+              check_outputs: bool = True) -> tuple:
     """Run ``fun`` on VJP tracers: ``(flat outputs, output tree, bwd, aux)``, where
     ``bwd(flat cotangents)`` gives the flat input cotangents.  ``bwd`` trusts its
     input (one cotangent per output, of its shape and dtype): ``vjp_fn`` checks
@@ -408,12 +418,18 @@ def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool) -> tuple:
         aux = None
         if has_aux:
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                got = (f"a single array of shape {shape_of(out)}" if isinstance(out, Tracer)
+                       else f"a {type(out).__name__}" + (
+                           f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
                 raise TypeError("vjp/grad with has_aux=True: fun must return a pair (output, aux), "
-                                f"got {type(out).__name__}")
+                                f"got {got}")
             out, aux = out
             aux = tree_map(lambda a: _as_output(_strip(a, trace)), aux)
         out_flat, out_tree = tree_flatten(out)
         roots = [o if type(o) is VJPTracer and o._trace is trace else None for o in out_flat]
+        for o, r in zip(out_flat, roots) if check_outputs else ():   # (grad checks its own)
+            if r is None and not valid_value(o):
+                raise TypeError(_output_type_message("vjp", o))
         tape, trace.tape = trace.tape, []     # the tape's tracers point to the trace: no cycle
         out_primals = [_as_output(o.primal if r is not None else o) for o, r in zip(out_flat, roots)]
 
@@ -512,7 +528,7 @@ def _value_and_grad(fun: Callable, argnums: int | Sequence[int], has_aux: bool,
         nums = _argnums_tuple(argnums, len(args), where)
         flat, in_tree = _flatten_diff_args(args, nums, where)
         f = _partial((lambda *a: fun(*a, **kwargs)) if kwargs else fun, args, nums)
-        outs, out_tree, bwd, aux = _vjp_flat(f, flat, in_tree, has_aux)
+        outs, out_tree, bwd, aux = _vjp_flat(f, flat, in_tree, has_aux, False)
         out = outs[0] if out_tree.node_type == "leaf" else tree_unflatten(out_tree, outs)
         if not (type(out) is np.ndarray and out.shape == () and out.dtype.kind == "f"):
             _check_scalar_output(out, where, has_aux)

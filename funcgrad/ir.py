@@ -335,6 +335,18 @@ def eval_jaxpr_flat(jaxpr: Jaxpr, consts: Sequence, args: Sequence) -> list:
     return [env[a] if type(a) is Var else a.val for a in jaxpr.outvars]
 
 
+def _dtype_fits(x: Any, aval: ShapedArray) -> bool:
+    """An input for a graph variable: its dtype, or a Python number of a fitting kind
+    (a weakly typed variable, traced from a Python number, takes any array of its kind)."""
+    if isinstance(x, bool):
+        return aval.dtype.kind == "b"
+    if isinstance(x, (int, float, complex)) and not isinstance(x, np.generic):
+        return aval.dtype.kind in {int: "iuf", float: "f", complex: "c"}[type(x)] \
+            if type(x) in (int, float, complex) else True
+    dt = get_aval(x).dtype
+    return dt == aval.dtype or (aval.weak_type and dt.kind == aval.dtype.kind)
+
+
 def eval_jaxpr(jaxpr: Jaxpr, *args: Any) -> Any:
     """Run a graph on arguments shaped like the ones it was traced with."""
     if not isinstance(jaxpr, Jaxpr):
@@ -344,11 +356,20 @@ def eval_jaxpr(jaxpr: Jaxpr, *args: Any) -> Any:
     if len(flat) != len(jaxpr.invars):
         raise ValueError(f"eval_jaxpr: the graph takes {len(jaxpr.invars)} input arrays, "
                          f"got {len(flat)}")
+    if jaxpr.in_tree is not None and tree != jaxpr.in_tree and \
+            tree != tree_flatten(tuple(flat))[1]:
+        raise ValueError(f"eval_jaxpr: the arguments have structure {tree}, but the graph was "
+                         f"traced with {jaxpr.in_tree}; pass arguments of that structure (or "
+                         "its leaves, in order)")
     for i, (x, v) in enumerate(zip(flat, jaxpr.invars)):
         shape = x.shape if isinstance(x, Tracer) else np.shape(x)
         if shape != v.aval.shape:
             raise ValueError(f"eval_jaxpr: input {i} has shape {shape}, the graph expects "
                              f"{v.aval.shape}")
+        if not _dtype_fits(x, v.aval):
+            raise TypeError(f"eval_jaxpr: input {i} has dtype {get_aval(x).dtype}, the graph "
+                            f"expects {v.aval.dtype}; convert it (x.astype(...)) or trace the "
+                            "graph again with this dtype")
     out = eval_jaxpr_flat(jaxpr, jaxpr.consts, flat)
     if jaxpr.out_tree is None:
         return out

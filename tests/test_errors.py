@@ -473,3 +473,52 @@ def test_jit_never_pastes_a_parameter_s_text_into_its_code() -> None:
     finally:
         del builtins._fg_probe              # type: ignore[attr-defined]
     assert ran == []
+
+
+@pytest.mark.parametrize("spec, exc, needles", [
+    ("ij->k", ValueError, ("output subscript 'k'", "does not appear")),
+    ("ij->jj", ValueError, ("output subscript 'j'", "more than once")),
+    ("ij->j->i", ValueError, ("more than one '->'",)),
+    ("i.j", ValueError, ("'.' outside an ellipsis",)),
+    (3, TypeError, ("subscripts string", "got int")),
+])
+@pytest.mark.parametrize("transform", ["eager", *sorted(TRANSFORMS)])
+def test_einsum_bad_subscripts(spec: object, exc: type, needles: tuple, transform: str) -> None:
+    run = (lambda f: f(X)) if transform == "eager" else TRANSFORMS[transform]
+    _raises(lambda: run(lambda x: fnp.einsum(spec, M(x))), exc, "einsum", *needles)
+
+
+def test_einsum_sublist_form_is_named_unsupported() -> None:
+    _raises(lambda: fnp.einsum(XS, [0, 1], [1]), TypeError, "sublist form", "not supported")
+
+
+@pytest.mark.parametrize("out", ["s", object(), (1.0, "s")], ids=["str", "object", "in-tuple"])
+def test_jvp_and_vjp_of_a_function_returning_no_array(out: object) -> None:
+    tname = type(out[1] if isinstance(out, tuple) else out).__name__
+    _raises(lambda: fg.jvp(lambda x: out, (X,), (X,)), TypeError, "jvp: fun returned",
+            f"type {tname}", "numeric arrays")
+    _raises(lambda: fg.vjp(lambda x: out, X), TypeError, "vjp: fun returned", f"type {tname}",
+            "has_aux=True")
+    _raises(lambda: fg.jacrev(lambda x: out)(X), TypeError, "fun returned", f"type {tname}")
+
+
+def test_has_aux_without_a_pair_says_what_came_back() -> None:
+    _raises(lambda: fg.grad(lambda x: fnp.sum(x), has_aux=True)(X), TypeError,
+            "must return a pair (output, aux)", "a single array of shape ()")
+    _raises(lambda: fg.grad(lambda x: (fnp.sum(x), 1, 2), has_aux=True)(X), TypeError,
+            "a tuple of length 3")
+
+
+def test_eval_jaxpr_checks_dtypes_and_structure() -> None:
+    g = fg.make_jaxpr(lambda d: d["a"] * d["b"])({"a": X, "b": X})
+    np.testing.assert_array_equal(fg.eval_jaxpr(g, {"a": X, "b": 2 * X}), 2 * X * X)
+    np.testing.assert_array_equal(fg.eval_jaxpr(g, X, 2 * X), 2 * X * X)    # its leaves
+    _raises(lambda: fg.eval_jaxpr(g, {"x": X, "y": X}), ValueError, "structure",
+            "traced with")
+    _raises(lambda: fg.eval_jaxpr(g, {"a": X > 0, "b": X}), TypeError, "input 0",
+            "dtype bool", "float64", "astype")
+    _raises(lambda: fg.eval_jaxpr(g, {"a": X.astype(np.float32), "b": X}), TypeError,
+            "float32", "expects float64")
+    s = fg.make_jaxpr(lambda x, y: x * y)(X, 2.0)         # y traced from a Python float
+    np.testing.assert_array_equal(fg.eval_jaxpr(s, X, 3.0), 3 * X)
+    np.testing.assert_array_equal(fg.eval_jaxpr(s, X, np.float64(3.0)), 3 * X)

@@ -256,11 +256,19 @@ _SUBSCRIPTS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 def parse_einsum(spec: str, ndims: list[int]) -> tuple[list[str], str]:
     """Normalise an einsum spec to explicit form: (input subscripts, output subscripts)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"einsum: the first argument must be a subscripts string such as "
+                        f"'ij,jk->ik', got {type(spec).__name__} (the sublist form "
+                        "einsum(a, [0, 1], b, [1, 2]) is not supported)")
     spec = spec.replace(" ", "")
+    if spec.count("->") > 1:
+        raise ValueError(f"einsum: spec {spec!r} has more than one '->'")
     if "->" in spec:
         lhs, out = spec.split("->")
     else:
         lhs, out = spec, None
+    if any(part.replace("...", "").count(".") for part in spec.split("->")):
+        raise ValueError(f"einsum: spec {spec!r} has a '.' outside an ellipsis '...'")
     ins = lhs.split(",")
     if len(ins) != len(ndims):
         raise ValueError(f"einsum: spec {spec!r} names {len(ins)} operands but {len(ndims)} were given")
@@ -287,6 +295,13 @@ def parse_einsum(spec: str, ndims: list[int]) -> tuple[list[str], str]:
                                            and c not in (ell or "")))
     elif "..." in out:
         out = out.replace("...", ell or "")
+    letters = set("".join(parsed))
+    for c in out:
+        if c not in letters:
+            raise ValueError(f"einsum: output subscript {c!r} in {spec!r} does not appear in "
+                             "the inputs")
+        if out.count(c) > 1:
+            raise ValueError(f"einsum: output subscript {c!r} appears more than once in {spec!r}")
     return parsed, out
 
 
