@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 
 from funcgrad.core import Tracer, get_aval
-from funcgrad.ir import Jaxpr, Literal, _check_leaf, _static_tuple, split_static, trace_to_jaxpr
+from funcgrad.ir import (
+    Jaxpr,
+    Literal,
+    _check_leaf,
+    _static_tuple,
+    eval_jaxpr_flat,
+    split_static,
+    trace_to_jaxpr,
+)
 from funcgrad.passes import optimize
 from funcgrad.primitives.indexing import index_parts
 from funcgrad.primitives.shape import _broadcast_impl
@@ -486,6 +494,16 @@ class _Entry:
         self.unflatten = unflattener(out_tree)
 
 
+def _named_error(entry: _Entry, flat: list, err: Exception) -> Exception:
+    """The error of a compiled call, as the graph's interpreter reports it: naming the
+    operation that failed and its operands' shapes (the generated code knows neither)."""
+    try:
+        eval_jaxpr_flat(entry.jaxpr, entry.jaxpr.consts, flat)
+    except Exception as named:
+        return named
+    return err
+
+
 _INLINE = object()
 _ndarray = np.ndarray
 _SCALAR_KEY = {bool: "b", int: "i", float: "f", complex: "c"}
@@ -641,7 +659,11 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
                 if isinstance(x, Tracer):
                     return fun(*args)
             entry = _entry(flat, in_tree, merge, static_vals)
-        return entry.unflatten(entry.fn(*flat))
+        try:
+            out = entry.fn(*flat)
+        except Exception as err:       # (a try costs nothing until it catches)
+            raise _named_error(entry, flat, err) from None
+        return entry.unflatten(out)
 
     def lower(*args: Any) -> Jaxpr:
         flat, in_tree, merge, static_vals = _prepare(args)

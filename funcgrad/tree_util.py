@@ -204,10 +204,11 @@ def _describe(d: PyTreeDef) -> str:
 class _Close:
     """Stack marker: the children of a container have been flattened; build its node."""
 
-    __slots__ = ("node_type", "aux", "n")
+    __slots__ = ("node_type", "aux", "n", "obj")
 
-    def __init__(self, node_type: Any, aux: Any, n: int):
-        self.node_type, self.aux, self.n = node_type, aux, n
+    def __init__(self, node_type: Any, aux: Any, n: int, obj: Any):
+        # obj: the container, kept alive (so its id stays its own) while it is open
+        self.node_type, self.aux, self.n, self.obj = node_type, aux, n, obj
 
 
 def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tuple[list, PyTreeDef]:
@@ -228,6 +229,7 @@ def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tup
 # Structures of plain trees (tuples, lists, dicts with string keys, None), keyed by a
 # pre-order token sequence: a repeated structure costs one dict lookup, not a rebuild.
 _PLAIN: dict[tuple, PyTreeDef] = {}
+_PLAIN_MAX_TOKENS = 1_000_000
 
 
 def _flatten_plain(tree: Any) -> tuple[list, PyTreeDef] | None:
@@ -244,10 +246,14 @@ def _flatten_plain(tree: Any) -> tuple[list, PyTreeDef] | None:
             leaves.append(x)
             key.append(0)
         elif t is tuple or t is list:
+            if len(key) > _PLAIN_MAX_TOKENS:
+                return None            # huge (or cyclic) trees: the general path checks
             key.append(t)
             key.append(len(x))
             stack.extend(x[::-1])
         elif t is dict:
+            if len(key) > _PLAIN_MAX_TOKENS:
+                return None
             ks = list(x)
             if not all(type(k) is str for k in ks):
                 return None
@@ -275,11 +281,13 @@ def _flatten_general(tree: Any, is_leaf: Callable[[Any], bool] | None) -> tuple[
     leaves: list = []
     built: list = []
     stack: list = [tree]
+    open_ids: set = set()          # containers being flattened: meeting one again is a cycle
     leaf_types = _LEAF_TYPES
     while stack:
         x = stack.pop()
         t = type(x)
         if t is _Close:
+            open_ids.discard(id(x.obj))
             n = x.n
             if n:
                 children = tuple(built[-n:])
@@ -298,7 +306,13 @@ def _flatten_general(tree: Any, is_leaf: Callable[[Any], bool] | None) -> tuple[
             built.append(LEAF)
             continue
         node_type, aux, children = node
-        stack.append(_Close(node_type, aux, len(children)))
+        if id(x) in open_ids:
+            raise ValueError(f"tree_flatten: the tree contains itself (a {type(x).__name__} "
+                             "inside itself); pytrees must be finite, acyclic nests of "
+                             "containers")
+        if children:
+            open_ids.add(id(x))
+        stack.append(_Close(node_type, aux, len(children), x))
         stack.extend(reversed(children))
     return leaves, built[0]
 

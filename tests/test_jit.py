@@ -744,3 +744,20 @@ def test_pytree_deeper_than_the_recursion_limit_takes_the_general_path():
     np.testing.assert_array_equal(jf(deep), np.arange(3.0) * 2.0)
     np.testing.assert_array_equal(jf(deep), np.arange(3.0) * 2.0)
     assert jf.trace_count == 1
+
+
+@pytest.mark.parametrize("f, args, exc, needles", [
+    (lambda x, i: x[i], (np.ones((2, 3)), 5), IndexError, ("gather", "(2, 3)", "index 5")),
+    (lambda x, i: x.at[i].add(1.0), (np.ones((2, 3)), 7), IndexError, ("scatter", "index 7")),
+    (lambda x: fnp.logsumexp(x), (np.ones(0),), ValueError, ("logsumexp", "(0,)")),
+    (lambda x: x ** -1, (np.arange(1, 3),), ValueError, ("pow", "negative integer powers")),
+], ids=["index", "at-add", "empty-logsumexp", "int-pow"])
+def test_errors_inside_compiled_code_name_the_operation(f, args, exc, needles):
+    # values only known at run time (an index argument, an empty array): the compiled code
+    # fails where the graph's interpreter would, and says which operation and shapes
+    jf = fg.jit(f)
+    with pytest.raises(exc) as info:
+        jf(*args)
+    for n in needles:
+        assert n in str(info.value)
+    assert "<funcgrad.jit>" not in str(info.value)

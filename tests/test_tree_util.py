@@ -286,3 +286,22 @@ def test_deep_nesting(wrap):
         tu.tree_map(lambda a, b: a, with_none, twin)
     faced_none = tu.tree_map(lambda a, b: b is None, twin, with_none)   # a leaf may face None
     assert tu.tree_leaves(faced_none)[-1] is True
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (lambda l: (l.append(l), l)[1])([1.0]),
+    lambda: (lambda d: (d.__setitem__("b", [d]), d)[1])({"a": 1.0}),
+    lambda: (lambda l: (l.append((2.0, {"k": l})), l)[1])([1.0]),
+], ids=["list", "dict", "through-a-tuple"])
+def test_a_cyclic_tree_raises_instead_of_hanging(make):
+    tree = make()
+    with pytest.raises(ValueError, match="contains itself"):
+        tu.tree_flatten(tree)
+    with pytest.raises(ValueError, match="contains itself"):
+        fg.jit(lambda t: 1.0)(tree)
+
+
+def test_shared_subtrees_are_not_cycles():
+    a = [1.0, 2.0]
+    leaves, d = tu.tree_flatten([a, a, (a, {"x": a})])
+    assert leaves == [1.0, 2.0] * 4 and d.num_leaves == 8
