@@ -28,6 +28,7 @@ from funcgrad.core import (
     Tracer,
     _op_error,
     bind,
+    check_callable,
     check_output,
     check_thread,
     dtype_of,
@@ -145,6 +146,7 @@ def _check_tangent(p: Any, t: Any, i: int) -> None:
 
 def jvp(fun: Callable, primals: Sequence, tangents: Sequence) -> tuple[Any, Any]:
     """Evaluate ``fun(*primals)`` and its directional derivative along ``tangents``."""
+    check_callable(fun, "jvp")
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TypeError("jvp: primals and tangents must be tuples (or lists) with one entry per "
                         f"argument of fun, got {type(primals).__name__} and {type(tangents).__name__}")
@@ -371,6 +373,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     With ``has_aux=True``, ``fun`` returns ``(output, aux)`` and the result is
     ``(output, vjp_fn, aux)``.
     """
+    check_callable(fun, "vjp")
     flat, in_tree = tree_flatten(primals)
     return _vjp(fun, flat, in_tree, has_aux)
 
@@ -452,6 +455,11 @@ def _vjp_flat(fun: Callable, flat: list, in_tree: Any, has_aux: bool,
 
 # ------------------------------------------------------------------- grad ---
 
+def _plain_argnums(argnums: Any) -> Any:
+    """A NumPy integer ``argnums`` as the int it is (it selects a single argument)."""
+    return int(argnums) if isinstance(argnums, np.integer) else argnums
+
+
 def _argnums_tuple(argnums: int | Sequence[int], nargs: int, where: str) -> tuple[int, ...]:
     if type(argnums) is int and 0 <= argnums < nargs:
         return _SINGLE[argnums] if argnums < len(_SINGLE) else (argnums,)   # the common case
@@ -524,6 +532,8 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] = 0,
 
 def _value_and_grad(fun: Callable, argnums: int | Sequence[int], has_aux: bool,
                     where: str) -> Callable:
+    check_callable(fun, where)
+    argnums = _plain_argnums(argnums)
     def vg(*args: Any, **kwargs: Any) -> Any:
         nums = _argnums_tuple(argnums, len(args), where)
         flat, in_tree = _flatten_diff_args(args, nums, where)
@@ -611,6 +621,9 @@ def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """
     from funcgrad.batching import vmap
 
+    check_callable(fun, "jacfwd")
+    argnums = _plain_argnums(argnums)
+
     def jac(*args: Any) -> Any:
         nums = _argnums_tuple(argnums, len(args), "jacfwd")
         flat_in, in_tree = _flatten_diff_args(args, nums, "jacfwd")
@@ -633,6 +646,9 @@ def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """The Jacobian by reverse mode: one ``vmap`` of the pullback over the output's basis."""
     from funcgrad.batching import vmap
 
+    check_callable(fun, "jacrev")
+    argnums = _plain_argnums(argnums)
+
     def jac(*args: Any) -> Any:
         nums = _argnums_tuple(argnums, len(args), "jacrev")
         flat_in, in_tree = _flatten_diff_args(args, nums, "jacrev")
@@ -653,4 +669,5 @@ def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
 
 def hessian(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """The Hessian of scalar ``fun``: ``jacfwd(jacrev(fun))``."""
+    check_callable(fun, "hessian")
     return jacfwd(jacrev(fun, argnums), argnums)

@@ -20,6 +20,7 @@ from funcgrad.core import (
     ShapedArray,
     Trace,
     Tracer,
+    check_callable,
     check_thread,
     dtype_of,
     get_aval,
@@ -222,6 +223,7 @@ def vmap(fun: Callable, in_axes: Any = 0, out_axes: Any = 0, axis_size: int | No
     the outputs (``None`` for outputs that do not vary over the batch).
     ``axis_size`` is needed only when no argument is batched.
     """
+    check_callable(fun, "vmap")
     if not (in_axes is None or isinstance(in_axes, (int, np.integer, tuple, list, dict))):
         raise TypeError(f"vmap: in_axes must be an int, None, or a tuple/list/dict of them, "
                         f"got {type(in_axes).__name__}")

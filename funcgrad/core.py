@@ -339,6 +339,18 @@ def _accepted(x: Any) -> bool:
     return valid_value(x)
 
 
+def check_callable(fun: Any, where: str) -> None:
+    """A transformation's first argument must be a function: say so when it is created."""
+    if not callable(fun):
+        raise TypeError(f"{where}: expected a function as the first argument, got "
+                        f"{_short(fun)} of type {type(fun).__name__}")
+
+
+def _short(x: Any) -> str:
+    r = repr(x)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
 def unsupported_type_message(where: str, i: int, x: Any) -> str:
     """The message for an argument funcgrad cannot work on, naming it and its type."""
     what = type(x).__name__

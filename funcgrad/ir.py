@@ -20,6 +20,7 @@ from funcgrad.core import (
     Trace,
     Tracer,
     bind,
+    check_callable,
     check_output,
     check_thread,
     get_aval,
@@ -302,6 +303,7 @@ def _static_tuple(static_argnums: int | Sequence[int]) -> tuple:
 
 def make_jaxpr(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable[..., Jaxpr]:
     """``make_jaxpr(f)(*args)`` traces ``f`` at ``args``' shapes and dtypes into a graph."""
+    check_callable(fun, "make_jaxpr")
     static_argnums = _static_tuple(static_argnums)
 
     def traced(*args: Any, **kwargs: Any) -> Jaxpr:

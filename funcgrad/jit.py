@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from funcgrad.core import Tracer, get_aval
+from funcgrad.core import Tracer, check_callable, get_aval
 from funcgrad.ir import (
     Jaxpr,
     Literal,
@@ -596,6 +596,7 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
     traced), ``cache_size()``, ``clear_cache()`` and ``lower(*args)`` (the
     optimised graph for those arguments).
     """
+    check_callable(fun, "jit")
     static = _static_tuple(static_argnums)
     cache: dict[Any, _Entry] = {}
 

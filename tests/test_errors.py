@@ -522,3 +522,22 @@ def test_eval_jaxpr_checks_dtypes_and_structure() -> None:
     s = fg.make_jaxpr(lambda x, y: x * y)(X, 2.0)         # y traced from a Python float
     np.testing.assert_array_equal(fg.eval_jaxpr(s, X, 3.0), 3 * X)
     np.testing.assert_array_equal(fg.eval_jaxpr(s, X, np.float64(3.0)), 3 * X)
+
+
+@pytest.mark.parametrize("name", ["grad", "value_and_grad", "jacfwd", "jacrev", "hessian",
+                                  "vmap", "jit", "make_jaxpr"])
+def test_a_transformation_of_a_non_function_raises_when_created(name: str) -> None:
+    _raises(lambda: getattr(fg, name)(3), TypeError, f"{name}: expected a function",
+            "got 3 of type int")
+
+
+def test_jvp_and_vjp_of_a_non_function() -> None:
+    _raises(lambda: fg.jvp(X, (X,), (X,)), TypeError, "jvp: expected a function", "ndarray")
+    _raises(lambda: fg.vjp("f", X), TypeError, "vjp: expected a function", "str")
+
+
+def test_numpy_integer_argnums_select_one_argument() -> None:
+    f = lambda x, y: x * y      # noqa: E731
+    assert fg.grad(f, argnums=np.int64(1))(2.0, 3.0) == 2.0
+    assert fg.jacrev(f, argnums=np.int32(0))(2.0, 3.0) == 3.0
+    assert fg.jacfwd(f, argnums=np.int64(1))(2.0, 3.0) == 2.0
