@@ -88,6 +88,17 @@ cosh = _binder(_registry["cosh"], 1, "cosh", "Elementwise hyperbolic cosine.")
 abs = _binder(_registry["abs"], 1, "abs", "Elementwise absolute value (derivative sign(x)).")  # noqa: A001
 sign = _binder(_registry["sign"], 1, "sign", "Elementwise sign (zero derivative).")
 floor = _binder(_registry["floor"], 1, "floor", "Elementwise floor (zero derivative).")
+floor_divide = _binder(_registry["floor_divide"], 2, "floor_divide",
+                       "Elementwise x // y, rounded down as in NumPy (zero derivative).")
+remainder = _binder(_registry["rem"], 2, "remainder",
+                    "Elementwise x % y with the sign of y, as in NumPy (derivatives 1 and "
+                    "-floor(x / y)).")
+mod = remainder
+
+
+def divmod(x, y):  # noqa: A001
+    """``(x // y, x % y)``, as NumPy's ``divmod``."""
+    return floor_divide(x, y), remainder(x, y)
 maximum = _binder(_registry["max"], 2, "maximum", "Elementwise maximum (ties split the derivative).")
 minimum = _binder(_registry["min"], 2, "minimum", "Elementwise minimum (ties split the derivative).")
 equal = _binder(_registry["eq"], 2, "equal", "Elementwise x == y.")
@@ -837,7 +848,8 @@ _UFUNCS = {
     "greater_equal": greater_equal, "logical_and": logical_and, "logical_or": logical_or,
     "logical_not": logical_not, "bitwise_and": bitwise_and, "bitwise_or": bitwise_or,
     "bitwise_xor": bitwise_xor, "invert": invert, "isfinite": isfinite, "isnan": isnan, "matmul": matmul,
-    "logaddexp": logaddexp, "floor": floor,
+    "logaddexp": logaddexp, "floor": floor, "floor_divide": floor_divide,
+    "remainder": remainder,
 }
 
 
@@ -850,7 +862,8 @@ def _install_tracer_methods() -> None:
     T.__pos__ = lambda s: s
     T.__abs__ = abs
     for name, fn in (("add", add), ("sub", subtract), ("mul", multiply), ("truediv", divide),
-                     ("pow", power), ("matmul", matmul), ("and", bitwise_and),
+                     ("pow", power), ("matmul", matmul), ("floordiv", floor_divide),
+                     ("mod", remainder), ("divmod", divmod), ("and", bitwise_and),
                      ("or", bitwise_or), ("xor", bitwise_xor)):
         setattr(T, f"__{name}__", fn)                                 # x + y
         setattr(T, f"__r{name}__", lambda s, o, fn=fn: fn(o, s))      # y + x, y not a tracer

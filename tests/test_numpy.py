@@ -195,6 +195,9 @@ BINARY = {
     "logical_and": (fnp.logical_and, np.logical_and, np.round, np.round),
     "logical_or": (fnp.logical_or, np.logical_or, np.round, np.round),
     "logaddexp": (fnp.logaddexp, np.logaddexp, _ident, _ident),
+    "floor_divide": (fnp.floor_divide, np.floor_divide, _ident, _nonzero),
+    "remainder": (fnp.remainder, np.remainder, _ident, _nonzero),
+    "mod": (fnp.mod, np.mod, _ident, _nonzero),
 }
 
 
@@ -1007,8 +1010,42 @@ def test_bitwise_on_floats_is_a_teaching_type_error():
             f()
 
 
+@given(xy=broadcasting_pair(), ints=st.booleans())
+def test_floor_division_remainder_and_divmod(xy, ints):
+    """//, %, divmod on tracers and the facade functions equal NumPy (floats and integers),
+    and the derivatives are 1 and -floor(x / y) for % and 0 for //."""
+    x, y = xy[0], _nonzero(xy[1])
+    if ints:
+        x, y = np.round(x * 3).astype(np.int64), np.round(y * 3).astype(np.int32)
+        y = np.where(y == 0, 1, y).astype(np.int32)
+    for got in (traced(lambda a, b: (a // b, a % b, divmod(a, b)), x, y),
+                traced(lambda a, b: (fnp.floor_divide(a, b), fnp.remainder(a, b),
+                                     fnp.divmod(a, b)), x, y),
+                (fnp.floor_divide(x, y), fnp.mod(x, y), fnp.divmod(x, y))):
+        assert_same(got[0], np.floor_divide(x, y))
+        assert_same(got[1], np.remainder(x, y))
+        assert_same(got[2][0], np.floor_divide(x, y))
+        assert_same(got[2][1], np.remainder(x, y))
+    if not ints:
+        def sum_to(g, shape):          # the oracle for undoing broadcasting
+            g = g.sum(axis=tuple(range(g.ndim - len(shape))))
+            return g.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
+        xb, yb = np.broadcast_arrays(x, y)
+        gx, gy = fg.grad(lambda a, b: fnp.sum(a % b + 3.0 * (a // b)), argnums=(0, 1))(x, y)
+        np.testing.assert_array_equal(gx, sum_to(np.ones(xb.shape, x.dtype), x.shape))
+        np.testing.assert_allclose(gy, sum_to(-np.floor_divide(xb, yb), y.shape), rtol=1e-6)
+        assert gx.dtype == x.dtype and gy.dtype == y.dtype
+
+
+def test_remainder_derivative_against_finite_differences():
+    x, y = np.array([5.5, -3.2, 7.3]), np.array([2.0, 2.1, -3.0])     # away from the jumps
+    fg.test_util.check_grads(lambda a, b: a % b, (x, y), order=2)
+    fg.test_util.check_grads(lambda a: 7.5 % a + a // 2.0, (np.array([2.2, 3.1]),), order=1)
+
+
 TESTED = {
     **{n: "test_unary" for n in UNARY}, **{n: "test_binary_broadcasting" for n in BINARY},
+    "divmod": "test_floor_division_remainder_and_divmod",
     **{n: "test_bitwise_functions_and_operators" for n in [*BITWISE, "invert", "bitwise_not"]},
     **{n: "test_reductions" for n in REDUCTIONS},
     "argmax": "test_argreductions", "argmin": "test_argreductions", "where": "test_where_and_clip",

@@ -177,6 +177,11 @@ CASES: list[tuple[str, str, Callable, tuple]] = [
     ("max", "bcast", fnp.maximum, (distinct(3, 4), lambda r: distinct(4)(r) + 0.05)),
     ("max", "relu", lambda x: fnp.maximum(x, 0.0), (nonzero(6),)),
     ("min", "bcast", fnp.minimum, (distinct(2, 3), lambda r: distinct(2, 1)(r) + 0.05)),
+    # x % y: x near odd multiples of |y| ~ 2, so x / y stays ~0.4 from the jumps at integers
+    ("rem", "bcast", fnp.remainder, (
+        lambda r: 2.0 * r.integers(-3, 4, (3, 4)) + 1.0 + r.uniform(-0.3, 0.3, (3, 4)),
+        lambda r: r.choice([-2.0, 2.0], (4,)) + r.uniform(-0.05, 0.05, (4,)))),
+    ("rem", "scalar", lambda x: x % 1.5, (lambda r: 1.5 * r.integers(-3, 4, (5,)) + 0.7,)),
     # transcendental
     ("exp", "plain", fnp.exp, (normal(3, 2),)),
     ("log", "plain", fnp.log, (positive(4),)),
@@ -415,6 +420,7 @@ def test_scatter_set_gradient_blocks_overwritten_entries():
 ZERO_GRAD_FUNS = {
     "sign": lambda x: fnp.sum(fnp.sign(x) * 3.0),
     "floor": lambda x: fnp.sum(fnp.floor(x)),
+    "floor_divide": lambda x: fnp.sum(x // 0.7 + fnp.floor_divide(2.0, x)),
     "step": lambda x: fnp.sum(registry["step"].bind(x) * 3.0),
     "comparisons": lambda x: fnp.sum((x > 0.1).astype(x.dtype) + (x <= 0.2).astype(x.dtype)
                                      + (x >= 0.3).astype(x.dtype) + (x == x).astype(x.dtype)

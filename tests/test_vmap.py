@@ -149,6 +149,7 @@ UNARY: dict[str, tuple[Callable, Callable]] = {
 BINARY: dict[str, tuple[Callable, Callable]] = {
     "add": (fnp.add, floats()), "sub": (fnp.subtract, floats()), "mul": (fnp.multiply, floats()),
     "div": (fnp.divide, floats(0.5, 2)), "pow": (fnp.power, floats(0.2, 2)),
+    "floor_divide": (fnp.floor_divide, floats(0.5, 2)), "rem": (fnp.remainder, floats(0.5, 2)),
     "max": (fnp.maximum, floats()), "min": (fnp.minimum, floats()),
     "eq": (fnp.equal, ints_below(2)), "ne": (fnp.not_equal, ints_below(2)),
     "lt": (fnp.less, floats()), "le": (fnp.less_equal, ints_below(2)),

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from funcgrad.core import bind, binder, dtype_of
-from funcgrad.primitives._base import elementwise
+from funcgrad.primitives._base import elementwise, ident_term
 
 # ---- arithmetic --------------------------------------------------------------
 add_p = elementwise("add", np.add, linear=(1, 1), codegen="{0} + {1}")
@@ -84,10 +84,17 @@ cosh_p = elementwise("cosh", np.cosh, (lambda t, out, x: mul(t, sinh(x)),), code
 arctan_p = elementwise("arctan", np.arctan, (lambda t, out, x: div(t, add(1, mul(x, x))),),
                        codegen="np.arctan({0})")
 abs_p = elementwise("abs", np.abs, (lambda t, out, x: mul(t, sign(x)),), codegen="np.abs({0})")
+# x % y = x - y * floor(x / y) (NumPy's remainder: the sign of y); where it is smooth,
+# d/dx = 1 and d/dy = -floor(x / y)
+rem_p = elementwise("rem", np.remainder, (
+    ident_term,
+    lambda t, out, x, y: neg(mul(t, floor_divide(x, y)))), codegen="{0} % {1}")
 
 # ---- derivative zero almost everywhere --------------------------------------
 sign_p = elementwise("sign", np.sign, zero_derivative=True, codegen="np.sign({0})")
 floor_p = elementwise("floor", np.floor, zero_derivative=True, codegen="np.floor({0})")
+floor_divide_p = elementwise("floor_divide", np.floor_divide, zero_derivative=True,
+                             codegen="{0} // {1}")
 eq_p = elementwise("eq", np.equal, zero_derivative=True, codegen="{0} == {1}")
 ne_p = elementwise("ne", np.not_equal, zero_derivative=True, codegen="{0} != {1}")
 lt_p = elementwise("lt", np.less, zero_derivative=True, codegen="{0} < {1}")
@@ -169,6 +176,7 @@ tanh = binder(tanh_p, 1)
 sinh = binder(sinh_p, 1)
 cosh = binder(cosh_p, 1)
 sign = binder(sign_p, 1)
+floor_divide = binder(floor_divide_p, 2)
 step = binder(step_p, 1)
 eq = binder(eq_p, 2)
 gt = binder(gt_p, 2)
