@@ -284,6 +284,20 @@ _F64 = np.dtype(np.float64)
 _FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)
 
 
+def _in_dtype(c: Any, x: Any, concrete: bool) -> Any:
+    """Cotangent ``c`` in its operand ``x``'s dtype: a float32 operand of a float64 result
+    (``concatenate([x64, y32])``, ``dot(x64, y32)``) gets a float32 gradient.  Undone
+    here once for every rule; elementwise rules get it from ``unbroadcast``."""
+    if type(c) is np.ndarray and type(x) is np.ndarray and c.dtype is x.dtype:
+        return c
+    if type(x) in (float, int):          # Python numbers are weakly typed: no dtype to keep
+        return c
+    dx = dtype_of(x)
+    if dx.kind != "f" or dtype_of(c) == dx:
+        return c
+    return np.asarray(c).astype(dx, copy=False) if concrete else ew.convert(c, dx)
+
+
 def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
                   n_inputs: int) -> list:
     """Propagate output cotangents back through ``tape``.
@@ -329,8 +343,11 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
                             and c.shape == x.shape and c.dtype is x.dtype):
                         c = unbroadcast(c, x)
             else:
+                i = needed[0]
                 c = (prim.vjp(g, n.primal, primals, needed, **params) if params
-                     else prim.vjp(g, n.primal, primals, needed))[needed[0]]
+                     else prim.vjp(g, n.primal, primals, needed))[i]
+                if c is not None:
+                    c = _in_dtype(c, primals[i], concrete)
             if c is not None:
                 k = parents[0].pos
                 prev = acc[k]
@@ -357,6 +374,7 @@ def backward_pass(tape: list[VJPTracer], roots: list[VJPTracer], cts: list,
             c = in_cts[i]
             if c is None:
                 continue
+            c = _in_dtype(c, primals[i], concrete)
             k = p.pos
             prev = acc[k]
             acc[k] = c if prev is None else add(prev, c)

@@ -573,3 +573,34 @@ def test_complex_values_not_depending_on_the_inputs_are_fine():
     f = lambda x: x * fnp.sum(fnp.abs(c * c)).astype(np.float64)    # noqa: E731
     assert fg.grad(f)(2.0) == pytest.approx(15.0)
     assert fg.jvp(f, (2.0,), (1.0,))[1] == pytest.approx(15.0)
+
+
+# ------------------------------------------------ gradients keep input dtypes ---
+
+_X64 = np.linspace(0.5, 1.5, 3)
+_M64 = np.arange(9.0).reshape(3, 3) / 9.0
+
+
+@pytest.mark.parametrize("f", [
+    lambda y: fnp.sum(fnp.concatenate([_X64, y])),
+    lambda y: fnp.sum(fnp.stack([_X64, y])),
+    lambda y: fnp.sum(fnp.hstack([_X64, y])),
+    lambda y: fnp.dot(_X64, y),
+    lambda y: _X64 @ y,
+    lambda y: fnp.sum(_M64 @ y),
+    lambda y: fnp.sum(y @ _M64),
+    lambda y: fnp.einsum("i,i->", _X64, y),
+    lambda y: fnp.sum(fnp.tensordot(_M64, y, axes=1)),
+    lambda y: fnp.sum(fnp.where(y > 0.85, _X64, y)),
+    lambda y: fnp.sum(fnp.outer(_X64, y)),
+    lambda y: y @ _M64 @ y,
+], ids=["concatenate", "stack", "hstack", "dot-1d", "matmul-1d", "matvec", "vecmat", "einsum",
+        "tensordot", "where", "outer", "quadratic"])
+def test_a_float32_input_mixed_with_float64_constants_gets_a_float32_gradient(f):
+    y32 = np.linspace(0.7, 1.3, 3).astype(np.float32)
+    want = fg.grad(f)(y32.astype(np.float64))           # the same function in float64
+    for g in (fg.grad(f)(y32), fg.jit(fg.grad(f))(y32),
+              fg.vmap(fg.grad(f))(np.stack([y32, y32]))[0], fg.vjp(f, y32)[1](1.0)[0]):
+        assert g.dtype == np.float32 and g.shape == (3,)
+        np.testing.assert_allclose(g, want, rtol=1e-6)
+    fg.test_util.check_grads(f, (y32,), order=2, modes=("rev",))
