@@ -462,11 +462,12 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
                 and root.get(id(a), id(a)) == id(a) and a is not reuse]
         if dead:
             lines.append(f"    del {', '.join(dead)}")
-    # an output that is an input or a (cached) constant is copied: callers get fresh arrays,
-    # so mutating a result can never change a later call's answer
+    # an output that is an input or a (cached) constant, or a view of one (after the graph
+    # passes, (a * 1.0).T is a.T), is copied: callers get fresh arrays, so mutating a result
+    # can never change a later call's answer or the caller's arguments
     # 0-d results (NumPy scalars, Python numbers, literals) are returned as 0-d arrays
     direct = {id(v) for v in jaxpr.invars} | {id(v) for v in jaxpr.constvars}
-    outs = ", ".join(f"np.array({src(a)})" if id(a) in direct else
+    outs = ", ".join(f"np.array({src(a)})" if root.get(id(a), id(a)) in direct else
                      f"np.asarray({src(a)})" if isinstance(a, Literal) or not a.aval.shape else src(a)
                      for a in jaxpr.outvars)
     lines.append(f"    return [{outs}]")
@@ -485,13 +486,21 @@ def _leaf_key(x: Any) -> tuple:
 
 
 class _Entry:
-    __slots__ = ("jaxpr", "fn", "out_tree", "unflatten")
+    __slots__ = ("jaxpr", "fn", "out_tree", "unflatten", "cached")
 
-    def __init__(self, jaxpr: Jaxpr, fn: Callable, out_tree: Any):
+    def __init__(self, jaxpr: Jaxpr, fn: Callable, out_tree: Any, cached: bool = True):
         self.jaxpr = jaxpr
         self.fn = fn
         self.out_tree = out_tree
         self.unflatten = unflattener(out_tree)
+        self.cached = cached
+
+
+def _interpreter(jaxpr: Jaxpr) -> Callable:
+    """Run ``jaxpr`` through ``bind``, equation by equation (see ``_entry``)."""
+    def run(*flat: Any) -> list:
+        return eval_jaxpr_flat(jaxpr, jaxpr.consts, flat)
+    return run
 
 
 def _named_error(entry: _Entry, flat: list, err: Exception) -> Exception:
@@ -632,6 +641,12 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
             wrapped.trace_count += 1
             jaxpr = trace_to_jaxpr(lambda *d: fun(*merge(d)), [get_aval(x) for x in flat],
                                    in_tree, name="jit")
+            if any(isinstance(c, Tracer) for c in jaxpr.consts):
+                # fun closes over a value of an outer transformation (a jit made inside
+                # grad): NumPy code cannot take it, so the graph runs through bind and the
+                # outer transformation sees each operation, as if inlined.  Not cached:
+                # the tracer belongs to this one call of the outer transformation.
+                return _Entry(jaxpr, _interpreter(jaxpr), jaxpr.out_tree, cached=False)
             jaxpr = optimize(jaxpr)
             entry = _Entry(jaxpr, compile_jaxpr(jaxpr), jaxpr.out_tree)
             cache[key] = entry
@@ -653,7 +668,9 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
             entry = fast.get(key)
             if entry is None:
                 flat, in_tree, merge, static_vals = _prepare(args)
-                entry = fast[key] = _entry(flat, in_tree, merge, static_vals)
+                entry = _entry(flat, in_tree, merge, static_vals)
+                if entry.cached:
+                    fast[key] = entry
         else:                       # namedtuples, registered classes, odd leaves: the general path
             flat, in_tree, merge, static_vals = _prepare(args)
             for x in flat:

@@ -294,6 +294,77 @@ def test_mutating_a_result_never_changes_later_calls():
     assert_tree_equal(ident(x), np.ones(3))
 
 
+_C = np.arange(6.0).reshape(2, 3)
+
+
+@pytest.mark.parametrize("f", [
+    lambda a: fnp.where(a > 0, _C, _C)[::-1],        # simplified to a view of the constant
+    lambda a: (_C * 1.0).T + 0.0,
+    lambda a: (a * 1.0).T,                          # simplified to a view of the argument
+    lambda a: (a + 0.0).reshape(-1),
+    lambda a: fnp.negative(-a)[::-1],
+    lambda a: fg.stop_gradient(a)[0],
+], ids=["where-const", "const-T", "arg-T", "arg-reshape", "arg-reversed", "arg-row"])
+def test_results_that_are_views_of_arguments_or_constants_are_fresh(f):
+    x = np.linspace(1.0, 2.0, 6).reshape(2, 3)
+    x0, c0 = x.copy(), _C.copy()
+    jf = fg.jit(f)
+    first = jf(x)
+    assert not np.shares_memory(first, x) and not np.shares_memory(first, _C)
+    want = first.copy()
+    first[...] = -7.0                                # mutate the result
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(_C, c0)
+    np.testing.assert_array_equal(jf(x), want)
+
+
+_XC = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+
+
+@pytest.mark.parametrize("body", [
+    lambda x, w: fnp.mean((x @ w) ** 2),
+    lambda x, w: fnp.sum(x * w),
+    lambda x, w: fnp.max(x * w),
+    lambda x, w: fnp.prod(x[0] * w + 2.0),
+    lambda x, w: fnp.logsumexp(x * w),
+    lambda x, w: fnp.sum(fnp.einsum("ij,j->i", x, w)),
+    lambda x, w: fnp.sum(fnp.concatenate([x[0] * w, w])),
+    lambda x, w: fnp.sum(fnp.where(x > 0, x * w, 0.0)),
+    lambda x, w: fnp.sum(fnp.broadcast_to(w, (4, 3)) * x),
+    lambda x, w: fnp.sum(fnp.at(x)[0].set(w) ** 2),
+    lambda x, w: fnp.sum((x * w).astype(np.float32)),
+    lambda x, w: fnp.sum(fnp.take(x, fnp.argmax(w), axis=0) * w),
+], ids=["mean", "sum", "max", "prod", "logsumexp", "einsum", "concatenate", "where",
+        "broadcast_to", "at-set", "astype", "argmax"])
+def test_a_jit_made_inside_a_transformation_may_close_over_its_tracers(body):
+    # the jitted function gets concrete arguments but closes over w, a tracer of the outer
+    # transformation: every transformation sees through it as if it were not jitted
+    w0 = np.array([0.3, -0.2, 0.5])
+    plain = lambda w: body(_XC, w)                           # noqa: E731
+    jitted = lambda w: fg.jit(lambda x: body(x, w))(_XC)     # noqa: E731
+    np.testing.assert_allclose(fg.grad(jitted)(w0), fg.grad(plain)(w0), rtol=1e-12)
+    np.testing.assert_allclose(fg.jvp(jitted, (w0,), (np.ones(3),))[1],
+                               fg.jvp(plain, (w0,), (np.ones(3),))[1], rtol=1e-12)
+    ws = np.stack([w0, 2 * w0])
+    np.testing.assert_allclose(fg.vmap(jitted)(ws), fg.vmap(plain)(ws), rtol=1e-12)
+    np.testing.assert_allclose(fg.jit(jitted)(w0), plain(w0), rtol=1e-12)
+    np.testing.assert_allclose(fg.hessian(jitted)(w0), fg.hessian(plain)(w0), rtol=1e-12)
+
+
+def test_a_jit_closing_over_a_tracer_is_not_cached():
+    jf_box = []
+
+    def outer(w):
+        if not jf_box:
+            jf_box.append(fg.jit(lambda x: fnp.sum(x * w)))    # closes over the first call's w
+        return jf_box[0](_XC)
+
+    fg.grad(outer)(np.ones(3))
+    assert jf_box[0].cache_size() == 0          # the first call's tracer was not kept
+    with pytest.raises(fg.LeakedTracerError):    # and a later call does not reuse a dead one
+        fg.grad(outer)(np.ones(3))
+
+
 # -------------------------------------------------------------- composition ---
 
 def init_mlp(sizes, dtype=np.float64):
