@@ -9,6 +9,8 @@ to a tracer appends one equation instead of computing anything.
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -292,6 +294,25 @@ def split_static(args: tuple, static_argnums: tuple, where: str) -> tuple[tuple,
     return dyn, merge
 
 
+def static_positions(fun: Callable, static: tuple, n: int, where: str) -> tuple:
+    """The entries of ``static`` that name one of the ``n`` arguments given.  One past them
+    is ignored where ``fun`` has a parameter there (a default is used, as in JAX); one past
+    ``fun``'s parameters is an error."""
+    if all(-n <= s < n for s in static):
+        return static
+    try:
+        params = list(inspect.signature(fun).parameters.values())
+        limit = math.inf if any(p.kind is p.VAR_POSITIONAL for p in params) else sum(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    except (TypeError, ValueError):      # no signature (a builtin): only what was given
+        limit = n
+    for s in static:
+        if not -n <= s < limit:
+            raise ValueError(f"{where}: static_argnums {static} out of range for {n} positional "
+                             f"arguments")
+    return tuple(s for s in static if -n <= s < n)
+
+
 def _static_tuple(static_argnums: int | Sequence[int]) -> tuple:
     nums = (static_argnums,) if isinstance(static_argnums, (int, np.integer)) else static_argnums
     if not isinstance(nums, (tuple, list)) or not all(
@@ -307,14 +328,20 @@ def make_jaxpr(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Calla
     static_argnums = _static_tuple(static_argnums)
 
     def traced(*args: Any, **kwargs: Any) -> Jaxpr:
+        # keyword arguments are traced inputs (after the positional ones), as in JAX; a
+        # static position past the arguments given (a default) is ignored
+        dyn, merge = split_static(
+            args, static_positions(fun, static_argnums, len(args), "make_jaxpr"), "make_jaxpr")
         if kwargs:
-            raise TypeError(f"make_jaxpr: keyword arguments ({', '.join(kwargs)}) are not "
-                            "supported; pass them positionally (static ones via static_argnums) "
-                            "or fix them with functools.partial before tracing")
-        dyn, merge = split_static(args, static_argnums, "make_jaxpr")
-        flat, in_tree = tree_flatten(dyn)
+            flat, in_tree = tree_flatten((dyn, kwargs))
+            def call(d: tuple, kw: dict) -> Any:
+                return fun(*merge(d), **kw)
+        else:
+            flat, in_tree = tree_flatten(dyn)
+            def call(*d: Any) -> Any:
+                return fun(*merge(d))
         flat = [_check_leaf(x, "make_jaxpr", i) for i, x in enumerate(flat)]
-        return trace_to_jaxpr(lambda *d: fun(*merge(d)), [get_aval(x) for x in flat], in_tree)
+        return trace_to_jaxpr(call, [get_aval(x) for x in flat], in_tree)
     return traced
 
 

@@ -31,6 +31,7 @@ from funcgrad.ir import (
     _static_tuple,
     eval_jaxpr_flat,
     split_static,
+    static_positions,
     trace_to_jaxpr,
 )
 from funcgrad.passes import optimize
@@ -609,10 +610,15 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
     static = _static_tuple(static_argnums)
     cache: dict[Any, _Entry] = {}
 
-    def _prepare(args: tuple) -> tuple:
-        dyn, merge = split_static(args, static, "jit")
-        static_vals = []
-        for k in sorted({s % len(args) for s in static}):
+    def _prepare(args: tuple, kwargs: dict | None = None) -> tuple:
+        """(flat dynamic leaves, their structure, the function of the dynamic values to
+        trace, the static values for the key).  Keyword arguments are dynamic, as in JAX;
+        a static position past the arguments given (a default) is ignored."""
+        n = len(args)
+        st = static_positions(fun, static, n, "jit")
+        dyn, merge = split_static(args, st, "jit")
+        static_vals = [("kwargs", n)] if kwargs else []
+        for k in sorted({s % n for s in st}):
             v = args[k]
             try:
                 hash(v)
@@ -622,10 +628,13 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
                                 "tuple instead of a list, or pass arrays as regular arguments)") \
                     from None
             static_vals.append((k, type(v), v))
+        if kwargs:
+            flat, in_tree = tree_flatten((dyn, kwargs))
+            return flat, in_tree, lambda d, kw: fun(*merge(d), **kw), tuple(static_vals)
         flat, in_tree = tree_flatten(dyn)
-        return flat, in_tree, merge, tuple(static_vals)
+        return flat, in_tree, lambda *d: fun(*merge(d)), tuple(static_vals)
 
-    def _entry(flat: list, in_tree: Any, merge: Callable, static_vals: tuple) -> _Entry:
+    def _entry(flat: list, in_tree: Any, call: Callable, static_vals: tuple) -> _Entry:
         try:
             key = (in_tree, tuple(_leaf_key(x) for x in flat), static_vals)
         except TypeError:   # a leaf that is no array: say which, and suggest static_argnums
@@ -639,8 +648,7 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
         if entry is None:
             flat = [_check_leaf(x, "jit", i) for i, x in enumerate(flat)]
             wrapped.trace_count += 1
-            jaxpr = trace_to_jaxpr(lambda *d: fun(*merge(d)), [get_aval(x) for x in flat],
-                                   in_tree, name="jit")
+            jaxpr = trace_to_jaxpr(call, [get_aval(x) for x in flat], in_tree, name="jit")
             if any(isinstance(c, Tracer) for c in jaxpr.consts):
                 # fun closes over a value of an outer transformation (a jit made inside
                 # grad): NumPy code cannot take it, so the graph runs through bind and the
@@ -656,36 +664,32 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
 
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(f"jit: keyword arguments ({', '.join(kwargs)}) are not supported; pass "
-                            "them positionally (static ones via static_argnums) or fix them with "
-                            "functools.partial before jit")
-        sig = _signature(args, static)
+        sig = _signature(args, static) if not kwargs else None
         if sig is _INLINE:
             return fun(*args)       # inside another transformation: inline
         if sig is not None:
             flat, key = sig
             entry = fast.get(key)
             if entry is None:
-                flat, in_tree, merge, static_vals = _prepare(args)
-                entry = _entry(flat, in_tree, merge, static_vals)
+                flat, in_tree, call, static_vals = _prepare(args)
+                entry = _entry(flat, in_tree, call, static_vals)
                 if entry.cached:
                     fast[key] = entry
-        else:                       # namedtuples, registered classes, odd leaves: the general path
-            flat, in_tree, merge, static_vals = _prepare(args)
+        else:            # keywords, namedtuples, registered classes, odd leaves: the general path
+            flat, in_tree, call, static_vals = _prepare(args, kwargs)
             for x in flat:
                 if isinstance(x, Tracer):
-                    return fun(*args)
-            entry = _entry(flat, in_tree, merge, static_vals)
+                    return fun(*args, **kwargs)
+            entry = _entry(flat, in_tree, call, static_vals)
         try:
             out = entry.fn(*flat)
         except Exception as err:       # (a try costs nothing until it catches)
             raise _named_error(entry, flat, err) from None
         return entry.unflatten(out)
 
-    def lower(*args: Any) -> Jaxpr:
-        flat, in_tree, merge, static_vals = _prepare(args)
-        return _entry(flat, in_tree, merge, static_vals).jaxpr
+    def lower(*args: Any, **kwargs: Any) -> Jaxpr:
+        flat, in_tree, call, static_vals = _prepare(args, kwargs)
+        return _entry(flat, in_tree, call, static_vals).jaxpr
 
     wrapped.trace_count = 0  # type: ignore[attr-defined]
     wrapped.cache_size = lambda: len(cache)  # type: ignore[attr-defined]

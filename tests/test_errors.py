@@ -243,9 +243,15 @@ def test_static_argnums_of_the_wrong_type(transform: str, static: object) -> Non
             "static_argnums must be an int or a tuple of ints")
 
 
-def test_make_jaxpr_keyword_arguments() -> None:
-    _raises(lambda: fg.make_jaxpr(lambda x, y=1.0: x * y)(X, y=2.0), TypeError,
-            "keyword arguments (y)", "positionally", "functools.partial")
+def test_static_argnums_past_the_function_s_parameters() -> None:
+    # past the arguments given but naming a parameter with a default: the default (JAX)
+    np.testing.assert_array_equal(fg.jit(lambda x, n=2: x * n, static_argnums=1)(X), 2 * X)
+    assert len(fg.make_jaxpr(lambda x, n=2: x * n, static_argnums=1)(X).invars) == 1
+    # past the function's parameters: an error naming static_argnums
+    _raises(lambda: fg.jit(lambda x: x, static_argnums=3)(X), ValueError, "jit",
+            "static_argnums (3,) out of range")
+    _raises(lambda: fg.make_jaxpr(lambda x: x, static_argnums=(1,))(X), ValueError,
+            "make_jaxpr", "out of range")
 
 
 @pytest.mark.parametrize("graph", [3, "graph", lambda x: x], ids=["int", "str", "function"])
@@ -412,9 +418,22 @@ def test_where_with_a_float_condition_differentiates_the_branches() -> None:
     np.testing.assert_array_equal(fg.jit(fg.grad(lambda a: fnp.sum(f(a))))(x), [3.0, 0.0, 3.0])
 
 
-def test_jit_keyword_arguments() -> None:
-    _raises(lambda: fg.jit(lambda x, y=1.0: x * y)(X, y=2.0), TypeError, "jit",
-            "keyword arguments (y)", "positionally", "functools.partial")
+def test_jit_and_make_jaxpr_take_keyword_arguments_as_traced_inputs() -> None:
+    f = fg.jit(lambda x, y=1.0, *, z=0.0: x * y + z)
+    np.testing.assert_array_equal(f(X, y=2.0), 2 * X)
+    np.testing.assert_array_equal(f(X, y=3.0, z=1.0), 3 * X + 1)
+    np.testing.assert_array_equal(f(X, z=1.0, y=3.0), 3 * X + 1)     # order does not matter
+    assert f.trace_count == 2                                       # new values: no retrace
+    np.testing.assert_array_equal(f(X, y=np.full(3, 2.0)), 2 * X)  # new shape: a new trace
+    assert f.trace_count == 3
+    k = fg.jit(lambda x, d: x * d["s"])          # a dict by keyword is not a dict by position
+    np.testing.assert_array_equal(k(X, d={"s": 2.0}), 2 * X)
+    np.testing.assert_array_equal(k(X, {"s": 2.0}), 2 * X)
+    assert k.trace_count == 2
+    g = fg.make_jaxpr(lambda x, y=1.0: x * y)(X, y=2.0)
+    assert len(g.invars) == 2 and [e.primitive.name for e in g.eqns] == ["mul"]
+    np.testing.assert_array_equal(fg.grad(lambda a: fnp.sum(f(a, y=2.0)))(X), np.full(3, 2.0))
+    _raises(lambda: f(X, y="a"), TypeError, "jit", "str")
 
 
 # ------------------------- arguments NumPy rejects (funcgrad once answered silently) ---
