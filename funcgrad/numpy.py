@@ -88,6 +88,23 @@ cosh = _binder(_registry["cosh"], 1, "cosh", "Elementwise hyperbolic cosine.")
 abs = _binder(_registry["abs"], 1, "abs", "Elementwise absolute value (derivative sign(x)).")  # noqa: A001
 sign = _binder(_registry["sign"], 1, "sign", "Elementwise sign (zero derivative).")
 floor = _binder(_registry["floor"], 1, "floor", "Elementwise floor (zero derivative).")
+ceil = _binder(_registry["ceil"], 1, "ceil", "Elementwise ceiling (zero derivative).")
+trunc = _binder(_registry["trunc"], 1, "trunc", "Elementwise rounding toward 0 (zero derivative).")
+fix = trunc
+rint = _binder(_registry["rint"], 1, "rint",
+               "Elementwise rounding to the nearest integer, halves to even (zero derivative).")
+
+
+def round(x, decimals=0):  # noqa: A001
+    """NumPy's ``round``: halves to even, at ``decimals`` digits (zero derivative)."""
+    decimals = operator.index(decimals)
+    if decimals == 0:
+        return rint(x)
+    scale = 10.0 ** decimals       # as NumPy: scale, round, scale back
+    return divide(rint(multiply(x, scale)), scale)
+
+
+around = round
 floor_divide = _binder(_registry["floor_divide"], 2, "floor_divide",
                        "Elementwise x // y, rounded down as in NumPy (zero derivative).")
 remainder = _binder(_registry["rem"], 2, "remainder",
@@ -149,7 +166,12 @@ def where(condition, x=None, y=None):
     return bind(_ew.select_p, condition, x, y)
 
 
-def clip(x, a_min=None, a_max=None):
+def clip(x, a_min=None, a_max=None, *, min=None, max=None):  # noqa: A002
+    """NumPy's ``clip``; ``min``/``max`` are JAX's names for ``a_min``/``a_max``."""
+    if min is not None or max is not None:
+        if a_min is not None or a_max is not None:
+            raise TypeError("clip: give the bounds as a_min/a_max or as min/max, not both")
+        a_min, a_max = min, max
     if a_min is None and a_max is None:
         raise ValueError("clip: at least one of a_min and a_max must be given")
     if a_min is not None:
@@ -226,23 +248,51 @@ def _kd(keepdims, where: str) -> bool:
     raise TypeError(f"{where}: keepdims must be a bool, got {keepdims!r}")
 
 
-def sum(x, axis=None, keepdims=False):  # noqa: A001
-    return bind(_red.reduce_sum_p, x, axes=_axes(x, axis, "sum"), keepdims=_kd(keepdims, "sum"))
+def sum(x, axis=None, keepdims=False, dtype=None, where=None, initial=None):  # noqa: A001
+    if dtype is None and where is None and initial is None:
+        return bind(_red.reduce_sum_p, x, axes=_axes(x, axis, "sum"),
+                    keepdims=_kd(keepdims, "sum"))
+    return _reduce(_red.reduce_sum_p, x, axis, keepdims, "sum", 0, add, dtype, where, initial)
 
 
-def max(x, axis=None, keepdims=False):  # noqa: A001
-    return bind(_red.reduce_max_p, x, axes=_axes(x, axis, "max"),
-                keepdims=_kd(keepdims, "max"))
+def max(x, axis=None, keepdims=False, where=None, initial=None):  # noqa: A001
+    if where is None and initial is None:
+        return bind(_red.reduce_max_p, x, axes=_axes(x, axis, "max"),
+                    keepdims=_kd(keepdims, "max"))
+    return _reduce(_red.reduce_max_p, x, axis, keepdims, "max", None, maximum, None, where,
+                   initial)
 
 
-def min(x, axis=None, keepdims=False):  # noqa: A001
-    return bind(_red.reduce_min_p, x, axes=_axes(x, axis, "min"),
-                keepdims=_kd(keepdims, "min"))
+def min(x, axis=None, keepdims=False, where=None, initial=None):  # noqa: A001
+    if where is None and initial is None:
+        return bind(_red.reduce_min_p, x, axes=_axes(x, axis, "min"),
+                    keepdims=_kd(keepdims, "min"))
+    return _reduce(_red.reduce_min_p, x, axis, keepdims, "min", None, minimum, None, where,
+                   initial)
 
 
-def prod(x, axis=None, keepdims=False):
-    return bind(_red.reduce_prod_p, x, axes=_axes(x, axis, "prod"),
-                keepdims=_kd(keepdims, "prod"))
+def prod(x, axis=None, keepdims=False, dtype=None, where=None, initial=None):
+    if dtype is None and where is None and initial is None:
+        return bind(_red.reduce_prod_p, x, axes=_axes(x, axis, "prod"),
+                    keepdims=_kd(keepdims, "prod"))
+    return _reduce(_red.reduce_prod_p, x, axis, keepdims, "prod", 1, multiply, dtype, where,
+                   initial)
+
+
+def _reduce(p, x, axis, keepdims, name, identity, combine, dtype, where, initial):
+    """A reduction with NumPy's options: ``dtype`` (convert first), ``where`` (masked-out
+    entries count as the identity, or as ``initial`` where there is none) and ``initial``
+    (one more operand of the reduction)."""
+    if dtype is not None:
+        x = astype(x, dtype)
+    if where is not None:
+        fill = identity if identity is not None else initial
+        if fill is None:
+            raise ValueError(f"{name}: where= needs initial= (the reduction has no identity "
+                             "to put where the mask is False)")
+        x = bind(_ew.select_p, where, x, fill)
+    out = bind(p, x, axes=_axes(x, axis, name), keepdims=_kd(keepdims, name))
+    return out if initial is None else combine(out, initial)
 
 
 amax, amin = max, min
@@ -256,10 +306,17 @@ def _count(x, axes) -> int:
     return n
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x, axis=None, keepdims=False, dtype=None, where=None):
+    if dtype is not None:
+        x = astype(x, dtype)
     axes = _axes(x, axis, "mean")
-    return divide(bind(_red.reduce_sum_p, x, axes=axes, keepdims=_kd(keepdims, "mean")),
-                  _count(x, axes))
+    keepdims = _kd(keepdims, "mean")
+    if where is None:
+        return divide(bind(_red.reduce_sum_p, x, axes=axes, keepdims=keepdims), _count(x, axes))
+    total = bind(_red.reduce_sum_p, bind(_ew.select_p, where, x, 0), axes=axes, keepdims=keepdims)
+    count = bind(_red.reduce_sum_p, astype(broadcast_to(where, _shape_of(x)), dtype_of(total)),
+                 axes=axes, keepdims=keepdims)
+    return divide(total, count)
 
 
 def var(x, axis=None, ddof=0, keepdims=False):
@@ -371,8 +428,9 @@ def tensordot(a, b, axes=2):
     return bind(_la.einsum_p, a, b, spec=f"{sa},{sb}->{out}")
 
 
-def einsum(subscripts: str, *operands):
-    """Einstein summation (explicit or implicit output); differentiable and batchable."""
+def einsum(subscripts: str, *operands, optimize=None):
+    """Einstein summation (explicit or implicit output); differentiable and batchable.
+    ``optimize`` is accepted for compatibility: funcgrad picks the contraction order."""
     ins, out = _la.parse_einsum(subscripts, [len(_shape_of(o)) for o in operands])
     return bind(_la.einsum_p, *operands, spec=",".join(ins) + "->" + out)
 
@@ -484,8 +542,8 @@ def atleast_2d(x):
     return reshape(x, (1,) * (2 - len(s)) + s) if len(s) < 2 else x
 
 
-def concatenate(arrays, axis=0):
-    arrays = list(arrays)
+def concatenate(arrays, axis=0, dtype=None):
+    arrays = list(arrays) if dtype is None else [astype(a, dtype) for a in arrays]
     if not arrays:
         raise ValueError("concatenate: need at least one array")
     if axis is None:
@@ -539,7 +597,9 @@ def split(x, indices_or_sections, axis=0):
 
 
 # --------------------------------------------------------------- creation ---
-def asarray(x, dtype=None):
+def asarray(x, dtype=None, copy=None):
+    if copy:
+        return array(x, dtype)
     if isinstance(x, Tracer):
         return x if dtype is None else astype(x, dtype)
     if isinstance(x, (list, tuple)) and any(isinstance(v, Tracer) for v in _flat(x)):
@@ -547,11 +607,13 @@ def asarray(x, dtype=None):
     return _np.asarray(x, dtype=dtype)
 
 
-def array(x, dtype=None, copy=True):
+def array(x, dtype=None, copy=True, ndmin=0):
     if isinstance(x, Tracer) or (isinstance(x, (list, tuple))
                                  and any(isinstance(v, Tracer) for v in _flat(x))):
-        return asarray(x, dtype)
-    return _np.array(x, dtype=dtype, copy=copy)
+        out = asarray(x, dtype)
+        nd = len(_shape_of(out))
+        return reshape(out, (1,) * (ndmin - nd) + _shape_of(out)) if nd < ndmin else out
+    return _np.array(x, dtype=dtype, copy=copy, ndmin=ndmin)
 
 
 def _flat(x):
@@ -564,19 +626,20 @@ def _flat(x):
             yield v
 
 
-def zeros_like(x, dtype=None):
-    return _np.zeros(_shape_of(x), dtype or dtype_of(x))
+def zeros_like(x, dtype=None, shape=None):
+    return _np.zeros(_shape_of(x) if shape is None else shape, dtype or dtype_of(x))
 
 
-def ones_like(x, dtype=None):
-    return _np.ones(_shape_of(x), dtype or dtype_of(x))
+def ones_like(x, dtype=None, shape=None):
+    return _np.ones(_shape_of(x) if shape is None else shape, dtype or dtype_of(x))
 
 
-def full_like(x, fill_value, dtype=None):
+def full_like(x, fill_value, dtype=None, shape=None):
     dt = _np.dtype(dtype or dtype_of(x))
+    shape = _shape_of(x) if shape is None else ((shape,) if isinstance(shape, int) else tuple(shape))
     if isinstance(fill_value, Tracer):
-        return broadcast_to(astype(fill_value, dt), _shape_of(x))
-    return _np.full(_shape_of(x), fill_value, dt)
+        return broadcast_to(astype(fill_value, dt), shape)
+    return _np.full(shape, fill_value, dt)
 
 
 def zeros(shape, dtype=float):
@@ -602,8 +665,9 @@ def arange(*args, dtype=None):
     return _np.arange(*[operator.index(a) if isinstance(a, Tracer) else a for a in args], dtype=dtype)
 
 
-def linspace(start, stop, num=50, endpoint=True, dtype=None):
-    return _np.linspace(start, stop, num, endpoint=endpoint, dtype=dtype)
+def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    return _np.linspace(start, stop, num, endpoint=endpoint, retstep=retstep, dtype=dtype,
+                        axis=axis)
 
 
 def shape(x):
@@ -848,7 +912,8 @@ _UFUNCS = {
     "greater_equal": greater_equal, "logical_and": logical_and, "logical_or": logical_or,
     "logical_not": logical_not, "bitwise_and": bitwise_and, "bitwise_or": bitwise_or,
     "bitwise_xor": bitwise_xor, "invert": invert, "isfinite": isfinite, "isnan": isnan, "matmul": matmul,
-    "logaddexp": logaddexp, "floor": floor, "floor_divide": floor_divide,
+    "logaddexp": logaddexp, "floor": floor, "floor_divide": floor_divide, "ceil": ceil,
+    "trunc": trunc, "rint": rint,
     "remainder": remainder,
 }
 
@@ -877,11 +942,13 @@ def _install_tracer_methods() -> None:
     T.__getitem__ = _getitem
     T.T = property(lambda s: transpose(s))
     T.at = property(_IndexUpdateHelper)
-    T.sum = lambda s, axis=None, keepdims=False: sum(s, axis, keepdims=keepdims)
-    T.mean = lambda s, axis=None, keepdims=False: mean(s, axis, keepdims=keepdims)
-    T.max = lambda s, axis=None, keepdims=False: max(s, axis, keepdims=keepdims)
-    T.min = lambda s, axis=None, keepdims=False: min(s, axis, keepdims=keepdims)
-    T.prod = lambda s, axis=None, keepdims=False: prod(s, axis, keepdims=keepdims)
+    T.sum = lambda s, axis=None, **kw: sum(s, axis, **kw)         # keepdims, dtype, where, ...
+    T.mean = lambda s, axis=None, **kw: mean(s, axis, **kw)
+    T.max = lambda s, axis=None, **kw: max(s, axis, **kw)
+    T.min = lambda s, axis=None, **kw: min(s, axis, **kw)
+    T.prod = lambda s, axis=None, **kw: prod(s, axis, **kw)
+    T.round = round
+    T.__round__ = lambda s, ndigits=None: round(s, ndigits or 0)   # an array, as in JAX
     T.var = lambda s, axis=None, ddof=0, keepdims=False: var(s, axis, ddof=ddof, keepdims=keepdims)
     T.std = lambda s, axis=None, ddof=0, keepdims=False: std(s, axis, ddof=ddof, keepdims=keepdims)
     T.argmax = lambda s, axis=None: argmax(s, axis)
@@ -892,8 +959,9 @@ def _install_tracer_methods() -> None:
     T.dot = dot
     T.clip = lambda s, a_min=None, a_max=None: clip(s, a_min, a_max)
     T.astype = astype
-    T.reshape = lambda s, *shape, order="C": reshape(
-        s, tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape,
+    T.reshape = lambda s, *shape, order="C", **kw: reshape(     # x.reshape(shape=...) too
+        s, kw.pop("shape") if "shape" in kw and not shape and not kw.keys() - {"shape"} else
+        tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape,
         order)
     T.transpose = lambda s, *axes: transpose(
         s, (tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)

@@ -92,7 +92,6 @@ NUMPY_METHODS: dict[str, tuple[Callable, str]] = {
     "sort": (lambda x: x.sort(), "funcgrad.numpy has no sort"),
     "copy": (lambda x: x.copy(), "funcgrad.numpy"),
     "nbytes": (lambda x: x.nbytes * x, "funcgrad.numpy"),
-    "round": (lambda x: x.round(2), "funcgrad.numpy"),
     "cumprod": (lambda x: x.cumprod(), "funcgrad.numpy"),
     "any": (lambda x: x * x.any(), "funcgrad.numpy"),
 }

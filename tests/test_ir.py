@@ -56,6 +56,7 @@ PROGRAMS: dict[str, tuple[Callable, tuple]] = {
                                      fnp.cosh(x), fnp.arctan(x), fnp.abs(x)), (X, P)),
     "step": (lambda x: registry["step"].bind(x - 0.5), (np.array([0.0, 0.5, 1.0]),)),
     "floor-division": (lambda x, y: (x // y, x % y, fnp.divmod(x, 2.0), 7.0 % x), (X, P)),
+    "rounding": (lambda x: (fnp.ceil(x), fnp.trunc(x), fnp.rint(x), fnp.round(x, 1)), (X,)),
     "piecewise": (lambda x, y: (fnp.sign(x), fnp.floor(x), fnp.maximum(x, y), fnp.minimum(x, y),
                                 fnp.clip(x, -0.5, 0.5), fnp.where(x > y, x, y)), (X, Y)),
     "comparisons": (lambda x, y: (x == y, x != y, x < y, x <= y, x > y, x >= y,

@@ -145,6 +145,12 @@ UNARY = {
     "absolute": (fnp.absolute, np.absolute, _ident),
     "sign": (fnp.sign, np.sign, _ident),
     "floor": (fnp.floor, np.floor, _ident),
+    "ceil": (fnp.ceil, np.ceil, _ident),
+    "trunc": (fnp.trunc, np.trunc, _ident),
+    "fix": (fnp.fix, np.fix, _ident),
+    "rint": (fnp.rint, np.rint, lambda x: np.round(x * 2) / 2),      # halves: to even
+    "round": (fnp.round, np.round, lambda x: np.round(x * 2) / 2),
+    "around": (fnp.around, np.round, _ident),
     "isfinite": (fnp.isfinite, np.isfinite, _ident),
     "isnan": (fnp.isnan, np.isnan, _ident),
     "logical_not": (fnp.logical_not, np.logical_not, np.round),
@@ -1041,6 +1047,66 @@ def test_remainder_derivative_against_finite_differences():
     x, y = np.array([5.5, -3.2, 7.3]), np.array([2.0, 2.1, -3.0])     # away from the jumps
     fg.test_util.check_grads(lambda a, b: a % b, (x, y), order=2)
     fg.test_util.check_grads(lambda a: 7.5 % a + a // 2.0, (np.array([2.2, 3.1]),), order=1)
+
+
+@given(x=array_and_dtype(), decimals=st.integers(-1, 3))
+def test_round_with_decimals_and_python_round(x, decimals):
+    assert_same(traced(lambda a: fnp.round(a, decimals), x), np.round(x, decimals))
+    assert_same(traced(lambda a: a.round(decimals), x), np.round(x, decimals))
+    assert_same(traced(lambda a: round(a), x), np.round(x))      # an array, as in JAX
+    np.testing.assert_array_equal(fg.grad(lambda a: fnp.sum(fnp.round(a, decimals) * a))(x),
+                                  np.round(x, decimals))         # round itself: derivative 0
+
+
+REDUCTION_OPTIONS = [
+    ("sum", dict(where="mask")), ("sum", dict(dtype=np.float32)),
+    ("sum", dict(initial=5.0, axis=0)), ("sum", dict(where="mask", initial=1.0, axis=1)),
+    ("prod", dict(where="mask", axis=1)), ("prod", dict(initial=2.0)),
+    ("max", dict(where="mask", initial=-10.0, axis=1)), ("max", dict(initial=0.5)),
+    ("min", dict(where="mask", initial=10.0)), ("min", dict(initial=-0.5, axis=0)),
+    ("mean", dict(where="mask", axis=1)), ("mean", dict(dtype=np.float32)),
+    ("mean", dict(where="mask", keepdims=True, axis=0)),
+]
+
+
+@pytest.mark.parametrize("name, kw", REDUCTION_OPTIONS,
+                         ids=[f"{n}-{'-'.join(k)}" for n, k in REDUCTION_OPTIONS])
+def test_reduction_options_dtype_where_initial(name, kw):
+    x = np.linspace(-2.0, 2.0, 12).reshape(3, 4)
+    mask = np.abs(x) > 0.5
+    kw = {k: (mask if v == "mask" else v) for k, v in kw.items()}
+    want = getattr(np, name)(x, **kw)
+    check(lambda a: getattr(fnp, name)(a, **kw), lambda a: getattr(np, name)(a, **kw), x)
+    method = traced(lambda a: getattr(a, name)(**kw), x)           # the methods take them too
+    assert_same(method, want)
+
+
+def test_max_with_where_needs_initial():
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match="where= needs initial="):
+        fnp.max(x, where=x > 0)
+    with pytest.raises(ValueError, match="where= needs initial="):
+        fg.jit(lambda a: fnp.min(a, where=a > 0))(x)
+
+
+def test_creation_and_misc_options_follow_numpy_and_jax():
+    x = np.linspace(-2.0, 2.0, 5)
+    assert_same(fnp.clip(x, min=-1.0, max=1.0), np.clip(x, -1.0, 1.0))          # JAX's names
+    assert_same(traced(lambda a: fnp.clip(a, max=0.5), x), np.clip(x, None, 0.5))
+    with pytest.raises(TypeError, match="not both"):
+        fnp.clip(x, -1.0, max=1.0)
+    assert_same(fnp.einsum("i,i->", x, x, optimize=True), np.einsum("i,i->", x, x))
+    assert_same(traced(lambda a: fnp.concatenate([a, a], dtype=np.float32), x),
+                np.concatenate([x, x], dtype=np.float32))
+    copied = fnp.asarray(x, copy=True)
+    assert copied is not x and np.array_equal(copied, x)
+    assert_same(fnp.zeros_like(x, shape=(2, 3)), np.zeros_like(x, shape=(2, 3)))
+    assert_same(fnp.full_like(x, 2.0, shape=(2,)), np.full_like(x, 2.0, shape=(2,)))
+    got, step = fnp.linspace(0.0, 1.0, 5, retstep=True)
+    assert step == 0.25 and np.array_equal(got, np.linspace(0.0, 1.0, 5))
+    assert_same(fnp.array(3.0, ndmin=2), np.array(3.0, ndmin=2))
+    assert_same(traced(lambda a: fnp.array(a, ndmin=3), x), np.array(x, ndmin=3))
+    assert_same(traced(lambda a: a.reshape(shape=(5, 1)), x), x.reshape(5, 1))
 
 
 TESTED = {

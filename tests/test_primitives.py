@@ -420,6 +420,7 @@ def test_scatter_set_gradient_blocks_overwritten_entries():
 ZERO_GRAD_FUNS = {
     "sign": lambda x: fnp.sum(fnp.sign(x) * 3.0),
     "floor": lambda x: fnp.sum(fnp.floor(x)),
+    "ceil-trunc-rint": lambda x: fnp.sum(fnp.ceil(x) + fnp.trunc(x) * 2.0 + fnp.rint(x) * 3.0),
     "floor_divide": lambda x: fnp.sum(x // 0.7 + fnp.floor_divide(2.0, x)),
     "step": lambda x: fnp.sum(registry["step"].bind(x) * 3.0),
     "comparisons": lambda x: fnp.sum((x > 0.1).astype(x.dtype) + (x <= 0.2).astype(x.dtype)

@@ -141,6 +141,7 @@ UNARY: dict[str, tuple[Callable, Callable]] = {
     "tan": (fnp.tan, floats(-1, 1)), "tanh": (fnp.tanh, floats()), "sinh": (fnp.sinh, floats()),
     "cosh": (fnp.cosh, floats()), "arctan": (fnp.arctan, floats()), "abs": (fnp.abs, floats()),
     "sign": (fnp.sign, floats()), "floor": (fnp.floor, floats()),
+    "ceil": (fnp.ceil, floats()), "trunc": (fnp.trunc, floats()), "rint": (fnp.rint, floats()),
     "step": (registry["step"].bind, floats()),
     "not": (fnp.logical_not, bools), "isfinite": (fnp.isfinite, with_nonfinite),
     "invert": (fnp.invert, ints_below(16)),

@@ -93,6 +93,9 @@ rem_p = elementwise("rem", np.remainder, (
 # ---- derivative zero almost everywhere --------------------------------------
 sign_p = elementwise("sign", np.sign, zero_derivative=True, codegen="np.sign({0})")
 floor_p = elementwise("floor", np.floor, zero_derivative=True, codegen="np.floor({0})")
+ceil_p = elementwise("ceil", np.ceil, zero_derivative=True, codegen="np.ceil({0})")
+trunc_p = elementwise("trunc", np.trunc, zero_derivative=True, codegen="np.trunc({0})")
+rint_p = elementwise("rint", np.rint, zero_derivative=True, codegen="np.rint({0})")  # half to even
 floor_divide_p = elementwise("floor_divide", np.floor_divide, zero_derivative=True,
                              codegen="{0} // {1}")
 eq_p = elementwise("eq", np.equal, zero_derivative=True, codegen="{0} == {1}")
