@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import funcgrad.numpy as fnp
-from funcgrad.core import dtype_of
+from funcgrad.core import Tracer, dtype_of
 from funcgrad.tree_util import tree_flatten, tree_map, tree_unflatten
 
 __all__ = ["GradientTransformation", "SgdState", "MomentumState", "AdamState", "sgd", "momentum",
@@ -69,6 +69,69 @@ def _check_same(a: PyTree, b: PyTree, what_a: str, what_b: str, where: str) -> N
                              f"leaf of {what_b} has shape {fnp.shape(y)} (structure {ta})")
 
 
+_REAL = "a real number (Python or NumPy scalar, or a 0-d array)"
+
+
+def _hyper(value: Any, name: str, where: str, schedule: bool = False) -> float | None:
+    """Check a hyperparameter when the optimiser is built: a real scalar (or, if ``schedule``,
+    a function of the step count).  Returns its value, or None if it is not known now
+    (a schedule, or a 0-d tracer when the optimiser is built inside a transformation)."""
+    if schedule and callable(value):
+        return None
+    want = _REAL + (" or a schedule lr(count) -> step size" if schedule else "")
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {name} must be {want}, got the bool {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        v = float(value)
+    elif isinstance(value, (np.ndarray, Tracer)) and dtype_of(value).kind in "iuf":
+        if fnp.shape(value) != ():
+            raise ValueError(f"{where}: {name} must be a scalar (one value for every parameter), "
+                             f"got an array of shape {fnp.shape(value)}")
+        v = float(value) if isinstance(value, np.ndarray) else None
+    else:
+        what = type(value).__name__
+        if isinstance(value, (np.ndarray, np.generic)):
+            what += f" of dtype {value.dtype}"
+        raise TypeError(f"{where}: {name} must be {want}, got {value!r:.40} of type {what}")
+    if v is not None and not np.isfinite(v):
+        raise ValueError(f"{where}: {name} must be finite, got {v}")
+    return v
+
+
+def _check_range(v: float | None, name: str, where: str, lo: float, hi: float,
+                 hi_open: bool) -> None:
+    if v is not None and not (lo <= v < hi if hi_open else lo <= v <= hi):
+        raise ValueError(f"{where}: {name} must be in [{lo}, {hi}{')' if hi_open else ']'}, got {v}")
+
+
+_MADE_BY = {SgdState: "sgd", MomentumState: "momentum", AdamState: "adam"}   # state -> its maker
+
+
+def _bad_state(state: Any, grads: Any, cls: type, where: str) -> TypeError:
+    """The ``TypeError`` for an ``update`` given something else than its own init's state."""
+    opt = where.split(".")[0]
+    got = "None" if state is None else type(state).__name__
+    if type(state) in _MADE_BY:
+        got += f" (made by {_MADE_BY[type(state)]}(...).init; each optimiser needs its own state)"
+    elif isinstance(state, tuple) and len(state) == len(cls._fields):
+        got += f" (a plain tuple: rebuild it with {cls.__name__}(*state))"
+    hint = ""
+    if type(grads) in _MADE_BY:
+        hint = "; grads and state look swapped: the order is update(grads, state, params)"
+    return TypeError(f"{where}: state must be the {cls.__name__} created by this optimiser's "
+                     f"init (state = {opt}(...).init(params)), got {got}{hint}")
+
+
+def _scaled(step: Any, fn: Callable, lr: Schedule, where: str, *trees: PyTree) -> PyTree:
+    """``tree_map(fn, *trees)``; if that fails, blame a bad schedule value when there is one."""
+    try:
+        return tree_map(fn, *trees)
+    except (TypeError, ValueError):
+        if callable(lr):
+            _hyper(step, "the schedule's value lr(count)", where)
+        raise
+
+
 def _lr_at(lr: Schedule, count: Any) -> Any:
     return lr(count) if callable(lr) else lr
 
@@ -90,15 +153,19 @@ def _count0() -> np.ndarray:
 
 def sgd(lr: Schedule) -> GradientTransformation:
     """Plain gradient descent: ``update = -lr * g``."""
+    _hyper(lr, "lr", "sgd", schedule=True)
 
     def init(params: PyTree) -> SgdState:
         return SgdState(_count0())
 
     def update(grads: PyTree, state: SgdState, params: PyTree = None) -> tuple[PyTree, SgdState]:
+        if not isinstance(state, SgdState):
+            raise _bad_state(state, grads, SgdState, "sgd.update")
         if params is not None:
             _check_same(params, grads, "params", "grads", "sgd.update")
         step = _lr_at(lr, state.count)
-        return tree_map(lambda g: _scale(step, g), grads), SgdState(state.count + 1)
+        return (_scaled(step, lambda g: _scale(step, g), lr, "sgd.update", grads),
+                SgdState(state.count + 1))
 
     return GradientTransformation(init, update)
 
@@ -107,19 +174,24 @@ def momentum(lr: Schedule, beta: float = 0.9) -> GradientTransformation:
     """Heavy-ball momentum: ``v <- beta * v + g``, ``update = -lr * v``.
 
     This is optax's ``sgd(lr, momentum=beta)`` (the velocity accumulates raw
-    gradients; the learning rate is applied afterwards).
+    gradients; the learning rate is applied afterwards).  ``beta`` is in ``[0, 1]``.
     """
+    _hyper(lr, "lr", "momentum", schedule=True)
+    _check_range(_hyper(beta, "beta", "momentum"), "beta", "momentum", 0, 1, hi_open=False)
 
     def init(params: PyTree) -> MomentumState:
         return MomentumState(_count0(), _zeros(params))
 
     def update(grads: PyTree, state: MomentumState,
                params: PyTree = None) -> tuple[PyTree, MomentumState]:
+        if not isinstance(state, MomentumState):
+            raise _bad_state(state, grads, MomentumState, "momentum.update")
         _check_same(state.velocity, grads, "optimizer state (built from params)", "grads",
                     "momentum.update")
         v = tree_map(lambda v, g: beta * v + g, state.velocity, grads)
         step = _lr_at(lr, state.count)
-        return tree_map(lambda v: _scale(step, v), v), MomentumState(state.count + 1, v)
+        return (_scaled(step, lambda v: _scale(step, v), lr, "momentum.update", v),
+                MomentumState(state.count + 1, v))
 
     return GradientTransformation(init, update)
 
@@ -129,12 +201,19 @@ def adam(lr: Schedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) ->
 
     ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g**2``, ``t <- t + 1``,
     ``update = -lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)``.
+    ``b1`` and ``b2`` are in ``[0, 1)`` and ``eps >= 0``.
     """
+    _hyper(lr, "lr", "adam", schedule=True)
+    _check_range(_hyper(b1, "b1", "adam"), "b1", "adam", 0, 1, hi_open=True)
+    _check_range(_hyper(b2, "b2", "adam"), "b2", "adam", 0, 1, hi_open=True)
+    _check_range(_hyper(eps, "eps", "adam"), "eps", "adam", 0, np.inf, hi_open=True)
 
     def init(params: PyTree) -> AdamState:
         return AdamState(_count0(), _zeros(params), _zeros(params))
 
     def update(grads: PyTree, state: AdamState, params: PyTree = None) -> tuple[PyTree, AdamState]:
+        if not isinstance(state, AdamState):
+            raise _bad_state(state, grads, AdamState, "adam.update")
         _check_same(state.mu, grads, "optimizer state (built from params)", "grads", "adam.update")
         mu = tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
         nu = tree_map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads)
@@ -149,7 +228,7 @@ def adam(lr: Schedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) ->
             mhat = m / fnp.astype(c1, dt)
             vhat = v / fnp.astype(c2, dt)
             return _scale(step, mhat / (fnp.sqrt(vhat) + eps))
-        return tree_map(delta, mu, nu), AdamState(t, mu, nu)
+        return _scaled(step, delta, lr, "adam.update", mu, nu), AdamState(t, mu, nu)
 
     return GradientTransformation(init, update)
 

@@ -293,3 +293,114 @@ def test_mlp_gradients_and_transformations():
 def test_mlp_empty_params():
     with pytest.raises(ValueError, match="init_mlp"):
         nn.mlp([], np.zeros(3))
+
+
+# ------------------------------------------------- errors that teach (bad input) ---
+
+def test_mlp_activation_names_and_callables():
+    p = nn.init_mlp([3, 4, 2], seed=0)
+    x = np.random.default_rng(6).normal(size=(5, 3))
+    for name, f in [("relu", nn.relu), ("sigmoid", nn.sigmoid), ("tanh", nn.tanh),
+                    ("softplus", nn.softplus)]:
+        np.testing.assert_array_equal(nn.mlp(p, x, activation=name), nn.mlp(p, x, activation=f))
+    np.testing.assert_allclose(nn.mlp(p, x, activation=np.tanh), nn.mlp(p, x, activation="tanh"))
+    with pytest.raises(ValueError, match=r"mlp: unknown activation 'gelu'.*'relu', 'sigmoid', "
+                                         r"'tanh', 'softplus'.*function"):
+        nn.mlp(p, x, activation="gelu")
+    with pytest.raises(TypeError, match=r"mlp: activation must be a function.*'relu'.*NoneType"):
+        nn.mlp(p, x, activation=None)
+    with pytest.raises(ValueError, match=r"init_mlp: unknown activation 'gelu'.*'tanh'"):
+        nn.init_mlp([3, 2], activation="gelu")
+
+
+def test_mlp_malformed_params_name_the_layer_and_structure():
+    p = nn.init_mlp([3, 4, 2], seed=0)
+    x = np.ones((5, 3))
+    layers = r'\[\{"W": \(in, out\) array, "b": \(out,\) array\}, \.\.\.\]'
+    with pytest.raises(ValueError, match=rf"mlp: layer 1 of params has no 'W'.*\['b'\].*{layers}"):
+        nn.mlp([p[0], {"b": p[1]["b"]}], x)
+    with pytest.raises(ValueError, match=r"mlp: layer 0 of params has no 'b'"):
+        nn.mlp([{"W": p[0]["W"]}, p[1]], x)
+    with pytest.raises(TypeError, match=rf"mlp: params must be a list of layers {layers}.*got "
+                                        r"dict.*\[layer\]"):
+        nn.mlp(p[0], x)                                   # one layer, not a list of layers
+    with pytest.raises(TypeError, match=rf"mlp: params must be a list of layers {layers}.*NoneType"):
+        nn.mlp(None, x)
+    with pytest.raises(TypeError, match=rf"mlp: layer 0 of params is a list, not a dict.*{layers}"):
+        nn.mlp([[p[0]["W"], p[0]["b"]]], x)
+    with pytest.raises(TypeError, match=r"mlp: layer 0: W has unsupported type NoneType"):
+        nn.mlp([{"W": None, "b": p[0]["b"]}], x)
+    with pytest.raises(ValueError, match=r"mlp: layer 1: b has shape \(3,\) but W has shape "
+                                         r"\(4, 2\); b must have shape \(2,\)"):
+        nn.mlp([p[0], {"W": p[1]["W"], "b": np.zeros(3)}], x)
+    with pytest.raises(TypeError, match=r"mlp: x has unsupported type str"):
+        nn.mlp(p, "abc")
+    with pytest.raises(ValueError, match="mlp: layer 1 of params has no 'W'"):   # under grad too
+        fg.grad(lambda q: fnp.sum(nn.mlp(q, x)))([p[0], {"b": p[1]["b"]}])
+
+
+@pytest.mark.parametrize("mode", ["eager", "grad", "jit", "vmap"])
+def test_mlp_width_mismatch_names_layer_and_shapes(mode):
+    p = nn.init_mlp([3, 4, 2], seed=0)
+    x = np.ones((5, 4))
+    run = {"eager": lambda: nn.mlp(p, x),
+           "grad": lambda: fg.grad(lambda q: fnp.sum(nn.mlp(q, x)))(p),
+           "jit": lambda: fg.jit(nn.mlp)(p, x),
+           "vmap": lambda: fg.vmap(lambda xi: nn.mlp(p, xi))(x)}[mode]
+    shape = r"\(4,\)" if mode == "vmap" else r"\(5, 4\)"
+    with pytest.raises(ValueError, match=rf"mlp: layer 0: x has shape {shape} but W has shape "
+                                         r"\(3, 4\).*x must have shape \(\.\.\., 3\)"):
+        run()
+
+
+def test_mlp_width_mismatch_in_a_hidden_layer():
+    p = nn.init_mlp([3, 4, 2], seed=0)
+    bad = [p[0], {"W": np.ones((5, 2)), "b": np.zeros(2)}]
+    with pytest.raises(ValueError, match=r"mlp: layer 1: its input has shape \(6, 4\) but W has "
+                                         r"shape \(5, 2\).*layer 0 outputs 4 features"):
+        nn.mlp(bad, np.ones((6, 3)))
+
+
+@pytest.mark.parametrize("f", [nn.relu, nn.sigmoid, nn.softplus, nn.tanh])
+@pytest.mark.parametrize("x", ["a", None, ["a", "b"], np.array(["a"]), {"x": 1.0}])
+def test_activations_reject_non_numeric_input(f, x):
+    with pytest.raises(TypeError, match=rf"{f.__name__}: argument 0 has unsupported type "
+                                        r".*numeric NumPy arrays, NumPy scalars or Python numbers"):
+        f(x)
+
+
+@pytest.mark.parametrize("f", [nn.relu, nn.sigmoid, nn.softplus, nn.tanh])
+def test_activations_accept_numeric_lists_like_funcgrad_numpy(f):
+    np.testing.assert_array_equal(f([-1.0, 0.5, 2.0]), f(np.array([-1.0, 0.5, 2.0])))
+
+
+def test_one_hot_num_classes_must_be_an_integer():
+    with pytest.raises(TypeError, match=r"one_hot: num_classes must be an integer, got 2\.0.*"
+                                        r"float.*int\(num_classes\)"):
+        nn.one_hot(np.array([0, 1]), 2.0)
+    with pytest.raises(ValueError, match="one_hot: num_classes must be non-negative, got -1"):
+        nn.one_hot(np.array([0, 1]), -1)
+    np.testing.assert_array_equal(nn.one_hot(np.array([1]), np.int64(2)), [[0.0, 1.0]])
+
+
+@pytest.mark.parametrize("loss", [nn.binary_logistic_loss, nn.hinge_loss])
+@pytest.mark.parametrize("ldtype", [np.int64, np.int32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_pm1_losses_keep_float32_scores_dtype(loss, ldtype, reduction):
+    s = np.array([2.0, -0.5, 0.25], np.float32)
+    y = np.array([1, -1, -1], ldtype)
+    out = loss(s, y, reduction=reduction)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, loss(s.astype(np.float64), y.astype(np.float64),
+                                         reduction=reduction), rtol=1e-6)
+    assert fg.grad(loss)(s, y).dtype == np.float32
+    assert fg.jit(loss, static_argnums=2)(s, y, reduction).dtype == np.float32
+
+
+def test_mse_integer_targets_keep_float32():
+    p = np.array([1.5, 2.0], np.float32)
+    assert nn.mse(p, np.array([1, 2])).dtype == np.float32
+    assert nn.mse(np.array([1, 2]), p).dtype == np.float32
+    assert nn.mse(p, np.array([1.0, 2.0])).dtype == np.float64      # float64 target: promotes
+    assert nn.mse(p, np.array([1, 2])) == pytest.approx(0.125)
+    assert fg.grad(nn.mse)(p, np.array([1, 2])).dtype == np.float32

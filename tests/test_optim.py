@@ -190,3 +190,85 @@ def test_optimizer_is_namedtuple_pair():
     state = opt.init({"a": np.ones(2)})
     assert isinstance(state, optim.AdamState)
     assert tree_structure(state.mu) == tree_structure({"a": np.ones(2)})
+
+
+# ------------------------------------------------- errors that teach (bad input) ---
+
+MAKERS = {"sgd": lambda lr: optim.sgd(lr), "momentum": lambda lr: optim.momentum(lr),
+          "adam": lambda lr: optim.adam(lr)}
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+@pytest.mark.parametrize("lr", [None, "a", 1 + 2j, True, np.array(["a"]), [0.1]])
+def test_bad_lr_type_raises_at_construction(name, lr):
+    with pytest.raises(TypeError, match=rf"^{name}: lr must be a real number .*or a schedule"):
+        MAKERS[name](lr)
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_bad_lr_value_raises_at_construction(name):
+    with pytest.raises(ValueError, match=rf"^{name}: lr must be a scalar.*shape \(3,\)"):
+        MAKERS[name](np.ones(3))
+    with pytest.raises(ValueError, match=rf"^{name}: lr must be finite, got nan"):
+        MAKERS[name](float("nan"))
+
+
+@pytest.mark.parametrize("lr", [0.1, 1, np.float32(0.1), np.int64(1), np.array(0.1),
+                                np.array(0.1, np.float32), lambda t: 0.1 / (1 + t)])
+def test_accepted_lr_kinds(lr):
+    params = make_params()
+    for make in MAKERS.values():
+        opt = make(lr)
+        updates, _ = opt.update(grad_at(0, params), opt.init(params), params)
+        assert tree_structure(updates) == tree_structure(params)
+
+
+def test_lr_may_be_traced_when_the_optimizer_is_built_inside_a_transformation():
+    g = {"a": np.ones(2)}
+    step = lambda lr: optim.sgd(lr).update(g, optim.sgd(lr).init(g))[0]["a"]  # noqa: E731
+    np.testing.assert_allclose(fg.jit(step)(0.1), [-0.1, -0.1])
+    np.testing.assert_allclose(fg.vmap(step)(np.array([0.1, 0.2])), [[-0.1, -0.1], [-0.2, -0.2]])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: optim.momentum(0.1, beta=None), r"^momentum: beta must be a real number.*NoneType"),
+    (lambda: optim.momentum(0.1, beta=1.5), r"^momentum: beta must be in \[0, 1\], got 1\.5"),
+    (lambda: optim.adam(0.1, b1=1.0), r"^adam: b1 must be in \[0, 1\), got 1\.0"),
+    (lambda: optim.adam(0.1, b2=-0.1), r"^adam: b2 must be in \[0, 1\), got -0\.1"),
+    (lambda: optim.adam(0.1, eps=-1e-8), r"^adam: eps must be in \[0, inf\)"),
+    (lambda: optim.adam(0.1, eps="x"), r"^adam: eps must be a real number.*str"),
+    (lambda: optim.adam(0.1, b1=np.ones(2)), r"^adam: b1 must be a scalar"),
+])
+def test_bad_hyperparameters_raise_at_construction(make, match):
+    with pytest.raises((TypeError, ValueError), match=match) as info:
+        make()
+    assert info.type is (TypeError if "real number" in match else ValueError)
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_bad_schedule_value_is_named_at_update(name):
+    opt = MAKERS[name](lambda t: None)
+    params = make_params()
+    with pytest.raises(TypeError, match=rf"^{name}\.update: the schedule's value lr\(count\) must "
+                                        r"be a real number.*NoneType"):
+        opt.update(grad_at(0, params), opt.init(params), params)
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", "SgdState"), ("momentum", "MomentumState"),
+                                       ("adam", "AdamState")])
+def test_update_rejects_a_foreign_state(name, cls):
+    params = make_params()
+    g = grad_at(0, params)
+    opt = MAKERS[name](0.1)
+    other = "sgd" if name == "adam" else "adam"
+    wrong = MAKERS[other](0.1).init(params)
+    expect = rf"^{name}\.update: state must be the {cls} created by this optimiser's init " \
+             rf"\(state = {name}\(\.\.\.\)\.init\(params\)\), got "
+    with pytest.raises(TypeError, match=expect + rf"{type(wrong).__name__} \(made by {other}"):
+        opt.update(g, wrong, params)
+    with pytest.raises(TypeError, match=expect + "None"):
+        opt.update(g, None, params)
+    with pytest.raises(TypeError, match=expect + rf"tuple.*{cls}\(\*state\)"):
+        opt.update(g, tuple(opt.init(params)), params)
+    with pytest.raises(TypeError, match=expect + "dict.*swapped.*update\\(grads, state, params\\)"):
+        opt.update(opt.init(params), g, params)
