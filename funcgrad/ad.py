@@ -632,6 +632,15 @@ def _split_rows(y: Any, leaves: list, axis: int) -> list:
     return res
 
 
+def _no_jacobian(y: Any, in_tree: Any, argnums: Any) -> Any:
+    """The Jacobian when the input or the output holds no arrays (as ``grad`` of ``None``):
+    the output's structure, each leaf holding the (empty) input structure."""
+    flat_out, out_tree = tree_flatten(y)
+    empty = tree_unflatten(in_tree, [None] * in_tree.num_leaves) if flat_out else None
+    per = empty[0] if isinstance(argnums, int) and flat_out else empty
+    return tree_unflatten(out_tree, [per] * len(flat_out))
+
+
 def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """The Jacobian by forward mode: one batched ``jvp`` over the input's standard basis.
 
@@ -647,6 +656,8 @@ def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
         flat_in, in_tree = _flatten_diff_args(args, nums, "jacfwd")
         f = _partial(fun, args, nums)
         dyn = tuple(args[k] for k in nums)
+        if not flat_in:                  # nothing to differentiate: the empty structure
+            return _no_jacobian(f(*dyn), in_tree, argnums)
         basis = _std_basis(flat_in)
 
         def push(*ts: Any) -> Any:
@@ -672,6 +683,8 @@ def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
         flat_in, in_tree = _flatten_diff_args(args, nums, "jacrev")
         y, pullback = _vjp(_partial(fun, args, nums), flat_in, in_tree, False)
         flat_out, out_tree = tree_flatten(y)
+        if not flat_in or not flat_out:  # nothing to differentiate, or nothing to: empty
+            return _no_jacobian(y, in_tree, argnums)
         basis = _std_basis(flat_out)
         cts = vmap(lambda *c: pullback(tree_unflatten(out_tree, c)))(*basis)
         flat_ct, in_tree = tree_flatten(cts)           # leaves: (M,) + in.shape

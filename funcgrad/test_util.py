@@ -194,8 +194,17 @@ def check_grads(f: Callable, args: Sequence, order: int = 2,
                         f"got {type(args).__name__}")
     if order < 1:
         raise ValueError(f"check_grads: order must be at least 1, got {order}")
+    if eps is not None and not (isinstance(eps, (int, float, np.floating, np.integer))
+                                and 0 < eps < np.inf):
+        raise ValueError(f"check_grads: eps must be a positive number (the finite-difference "
+                         f"step), got {eps!r}")
     flat, treedef = tree_flatten(tuple(args))
-    args = tree_unflatten(treedef, [_prepare(x) for x in flat])
+    flat = [_prepare(x) for x in flat]
+    if not any(np.asarray(x).dtype.kind == "f" for x in flat):
+        raise TypeError("check_grads: no floating-point argument to differentiate (dtypes "
+                        f"{sorted({str(np.asarray(x).dtype) for x in flat})}); pass float arrays "
+                        "(x.astype(float)) for the arguments to check")
+    args = tree_unflatten(treedef, flat)
     rng = np.random.default_rng(seed)
 
     loosest = [default_tolerance(args)]

@@ -604,3 +604,16 @@ def test_a_float32_input_mixed_with_float64_constants_gets_a_float32_gradient(f)
         assert g.dtype == np.float32 and g.shape == (3,)
         np.testing.assert_allclose(g, want, rtol=1e-6)
     fg.test_util.check_grads(f, (y32,), order=2, modes=("rev",))
+
+
+def test_jacobians_with_no_arrays_on_one_side_are_empty_structures():
+    # as grad of a function of None gives None: nothing to differentiate, nothing to raise
+    x = np.ones(3)
+    assert fg.grad(lambda x: 1.0)(None) is None
+    for jac in (fg.jacfwd, fg.jacrev):
+        assert jac(lambda x: None)(x) is None
+        assert jac(lambda x: 1.0)(None) is None
+        assert jac(lambda x: (1.0, 2.0))([]) == ([], [])
+        out = jac(lambda x: {"a": x, "n": None})(x)
+        assert out["n"] is None and np.array_equal(out["a"], np.eye(3))
+    assert fg.hessian(lambda x: 1.0)(None) is None

@@ -165,6 +165,14 @@ def test_bad_arguments():
         check_grads(fnp.sin, np.ones(2))
     with pytest.raises(ValueError, match="order"):
         check_grads(fnp.sin, (1.0,), order=0)
+    for eps in (0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="eps must be a positive number"):
+            check_grads(fnp.sin, (np.ones(2),), eps=eps)
+    with pytest.raises(TypeError, match="no floating-point argument"):
+        check_grads(lambda x: x * 2, (np.arange(3),))
+    with pytest.raises(TypeError, match="complex result"):
+        check_grads(lambda x: x * (1 + 1j), (np.ones(2),))
+    check_grads(lambda x, n: x * n, (np.ones(2), 3))      # integer arguments ride along
 
 
 def test_works_through_jit_and_vmap():
