@@ -148,6 +148,7 @@ class Primitive:
 
     def __init__(self, name: str, impl: Callable, abstract_eval: Callable | None = None):
         self.name = name
+        self.label = name         # how error messages name it (the facade's name: select -> where)
         self.impl = impl
         self.abstract_eval = abstract_eval
         self.jvp: Callable | None = None
@@ -366,7 +367,7 @@ def unsupported_type_message(where: str, i: int, x: Any) -> str:
 def _op_error(prim: Primitive, args: tuple, params: dict, err: Exception | None) -> Exception:
     for i, a in enumerate(args):
         if not _accepted(a):
-            return TypeError(unsupported_type_message(prim.name, i, a))
+            return TypeError(unsupported_type_message(prim.label, i, a))
     assert err is not None
     if prim.abstract_eval is not None:
         try:
@@ -374,7 +375,7 @@ def _op_error(prim: Primitive, args: tuple, params: dict, err: Exception | None)
         except (TypeError, ValueError, IndexError) as e:
             return e
     shapes = ", ".join(str(np.shape(a)) for a in args)
-    return type(err)(f"{prim.name} failed on arguments with shapes {shapes}: {err}")
+    return type(err)(f"{prim.label} failed on arguments with shapes {shapes}: {err}")
 
 
 def _leak_error(trace: Trace) -> LeakedTracerError:

@@ -70,7 +70,7 @@ def test_unsupported_type_eager_binary(op, bad):
 def test_message_names_operation_and_argument_position():
     with pytest.raises(TypeError, match=r"^sin: argument 0 has unsupported type str"):
         fnp.sin("a")
-    with pytest.raises(TypeError, match=r"^add: argument 1 has unsupported type Opaque"):
+    with pytest.raises(TypeError, match=r"^add \(\+\): argument 1 has unsupported type Opaque"):
         fnp.add(X, Opaque())
     with pytest.raises(TypeError, match=r"argument 0 has unsupported type ndarray of dtype <U1"):
         fnp.exp(np.array(["x"]))
@@ -173,10 +173,20 @@ def test_shape_errors_raised_at_trace_time(name):
 
 
 def test_shape_error_names_the_operation():
-    with pytest.raises(ValueError, match=r"^add: operands with shapes \(3,\) and \(4,\) cannot be broadcast"):
+    with pytest.raises(ValueError, match=r"^add \(\+\): operands with shapes \(3,\) and \(4,\) cannot be "
+                                         r"broadcast"):
         fg.make_jaxpr(lambda x, y: x + y)(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match=r"^matmul"):
         fg.make_jaxpr(lambda x, y: x @ y)(np.ones((2, 3)), np.ones((4, 5)))
+    # primitives are named as the user wrote them: where, not select; sum, not reduce_sum
+    with pytest.raises(ValueError, match=r"^where: operands with shapes"):
+        fnp.where(np.ones(3) > 0, np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match=r"^greater_equal \(>=\): operands"):
+        fg.jit(lambda x: x >= np.ones(4))(np.ones(3))
+    with pytest.raises(ValueError, match=r"^max: zero-size axis 0 has no identity"):
+        fg.jit(lambda x: fnp.max(x))(np.ones(0))
+    with pytest.raises(IndexError, match=r"^indexing \(gather\) failed"):
+        fg.jit(lambda x, i: x[i])(np.ones(3), 5)
 
 
 def test_shape_errors_under_grad_and_vmap_come_from_the_op():

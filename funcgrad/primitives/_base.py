@@ -183,13 +183,13 @@ def elementwise(name: str, impl: Callable, terms: tuple | None = None, *,
             shape = np.broadcast_shapes(*shapes)
         except ValueError:
             raise ValueError(
-                f"{name}: operands with shapes {' and '.join(map(str, shapes))} cannot be "
+                f"{prim.label}: operands with shapes {' and '.join(map(str, shapes))} cannot be "
                 "broadcast together (NumPy broadcasting compares shapes from the last axis; "
                 "each pair of sizes must be equal or one of them 1)") from None
         try:
             dt, weak = result_dtype(impl, avals, params, cache)
         except TypeError:      # NumPy has no loop for these dtypes
-            raise TypeError(f"{name}: not defined for operands of dtype "
+            raise TypeError(f"{prim.label}: not defined for operands of dtype "
                             f"{' and '.join(str(a.dtype) for a in avals)}{dtype_hint}") from None
         return ShapedArray(shape, dt, weak)
 

@@ -162,6 +162,18 @@ convert_p = elementwise(
 
 
 # ---- binders used by rules and the facade (bind specialised per primitive) ----
+# how error messages name these: the facade function (and operator) a user called
+for _p, _label in [(add_p, "add (+)"), (sub_p, "subtract (-)"), (neg_p, "negative (-x)"),
+                   (mul_p, "multiply (*)"), (div_p, "divide (/)"), (pow_p, "power (**)"),
+                   (max_p, "maximum"), (min_p, "minimum"), (rem_p, "remainder (%)"),
+                   (floor_divide_p, "floor_divide (//)"), (eq_p, "equal (==)"),
+                   (ne_p, "not_equal (!=)"), (lt_p, "less (<)"), (le_p, "less_equal (<=)"),
+                   (gt_p, "greater (>)"), (ge_p, "greater_equal (>=)"), (and_p, "logical_and"),
+                   (or_p, "logical_or"), (not_p, "logical_not"), (bitwise_and_p, "bitwise_and (&)"),
+                   (bitwise_or_p, "bitwise_or (|)"), (bitwise_xor_p, "bitwise_xor (^)"),
+                   (invert_p, "invert (~)"), (select_p, "where"), (convert_p, "astype")]:
+    _p.label = _label
+
 add = binder(add_p, 2)
 sub = binder(sub_p, 2)
 neg = binder(neg_p, 1)

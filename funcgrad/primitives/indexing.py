@@ -87,6 +87,7 @@ def _gather_aval(x: ShapedArray, *arrays: ShapedArray, index: tuple) -> ShapedAr
 
 
 gather_p = register(Primitive("gather", _gather_impl, _gather_aval))
+gather_p.label = "indexing (gather)"
 
 
 def gather(x: Any, arrays: Sequence, index: tuple) -> Any:
@@ -178,6 +179,7 @@ def _scatter_aval(x: ShapedArray, v: ShapedArray, *arrays: ShapedArray, index: t
 
 
 scatter_p = register(Primitive("scatter", _scatter_impl, _scatter_aval))
+scatter_p.label = ".at[] update (scatter)"
 
 
 def scatter(x: Any, v: Any, arrays: Sequence, index: tuple, mode: str,

@@ -29,13 +29,16 @@ def _reduced_shape(shape: tuple, axes: tuple, keepdims: bool) -> tuple:
 def _reduction_aval(name: str, impl: Callable) -> Callable:
     cache: dict = {}
 
+    label = name.removeprefix("reduce_")
+
     def rule(aval: ShapedArray, *, axes: tuple, keepdims: bool) -> ShapedArray:
         for a in axes:
             if not 0 <= a < aval.ndim:
-                raise ValueError(f"{name}: axis {a} is out of range for an array of rank {aval.ndim}")
+                raise ValueError(f"{label}: axis {a} is out of range for an array of rank {aval.ndim}")
         for a in axes:
             if aval.shape[a] == 0 and name in ("reduce_max", "reduce_min"):
-                raise ValueError(f"{name}: zero-size axis {a} has no identity")
+                raise ValueError(f"{label}: zero-size axis {a} has no identity (an empty array "
+                                 "has no maximum or minimum)")
         dt, _ = result_dtype(lambda x: impl(x, (), False), (aval,), {}, cache)
         return ShapedArray(_reduced_shape(aval.shape, axes, keepdims), dt)
     return rule
@@ -57,6 +60,7 @@ def _reduction_batch(prim: Primitive) -> Callable:
 
 def _declare(name: str, impl: Callable, codegen: str | None) -> Primitive:
     prim = register(Primitive(name, impl, _reduction_aval(name, impl)))
+    prim.label = name.removeprefix("reduce_")       # error messages say sum, not reduce_sum
     prim.batch = _reduction_batch(prim)
     prim.codegen = codegen
     return prim
