@@ -701,4 +701,11 @@ def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
 def hessian(fun: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """The Hessian of scalar ``fun``: ``jacfwd(jacrev(fun))``."""
     check_callable(fun, "hessian")
-    return jacfwd(jacrev(fun, argnums), argnums)
+    argnums = _plain_argnums(argnums)
+    h = jacfwd(jacrev(fun, argnums), argnums)
+
+    def hess(*args: Any) -> Any:
+        # bad argnums or inputs are reported as hessian's, not the inner jacfwd's
+        _flatten_diff_args(args, _argnums_tuple(argnums, len(args), "hessian"), "hessian")
+        return h(*args)
+    return hess

@@ -352,9 +352,23 @@ def _short(x: Any) -> str:
     return r if len(r) <= 40 else r[:37] + "..."
 
 
+def _holds_tracer(x: list | tuple) -> bool:
+    stack = [x]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, Tracer):
+            return True
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return False
+
+
 def unsupported_type_message(where: str, i: int, x: Any) -> str:
     """The message for an argument funcgrad cannot work on, naming it and its type."""
     what = type(x).__name__
+    if isinstance(x, (list, tuple)) and _holds_tracer(x):
+        return (f"{where}: argument {i} is a {what} holding traced arrays; combine them first "
+                "with fnp.stack(...) or fnp.asarray(...)")
     if isinstance(x, _ARRAY_TYPES) or isinstance(x, (list, tuple)):
         try:
             what += f" of dtype {np.asarray(x).dtype}"

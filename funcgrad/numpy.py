@@ -50,6 +50,10 @@ def _shape_of(x) -> tuple:
     if isinstance(x, (bool, int, float, complex)):
         return ()
     if isinstance(x, (list, tuple)):
+        if any(isinstance(v, Tracer) for v in _flat(x)):
+            raise TypeError(f"funcgrad.numpy: a {type(x).__name__} holding traced arrays was "
+                            "passed where an array is expected; combine them first with "
+                            "fnp.stack(...) or fnp.asarray(...)")
         try:
             a = _np.asarray(x)
         except (TypeError, ValueError):

@@ -559,3 +559,19 @@ def test_numpy_integer_argnums_select_one_argument() -> None:
     assert fg.grad(f, argnums=np.int64(1))(2.0, 3.0) == 2.0
     assert fg.jacrev(f, argnums=np.int32(0))(2.0, 3.0) == 3.0
     assert fg.jacfwd(f, argnums=np.int64(1))(2.0, 3.0) == 2.0
+
+
+def test_hessian_names_itself_in_argument_errors() -> None:
+    _raises(lambda: fg.hessian(lambda x: fnp.sum(x), argnums=2)(X), ValueError,
+            "hessian: argnums=2 is out of range")
+    _raises(lambda: fg.hessian(lambda x: fnp.sum(x))(np.arange(3)), TypeError,
+            "hessian requires real-valued floating-point inputs", "int64")
+
+
+@pytest.mark.parametrize("call", [lambda a: fnp.sum([a, a]), lambda a: fnp.add([a, a], 1.0),
+                                  lambda a: fnp.mean((a, 2 * a), axis=0)],
+                         ids=["sum", "add", "mean"])
+@pytest.mark.parametrize("transform", ["grad", "jit", "vmap"])
+def test_a_list_of_traced_arrays_points_to_stack(call: Callable, transform: str) -> None:
+    _raises(lambda: TRANSFORMS[transform](call), TypeError, "holding traced arrays",
+            "fnp.stack(...)")
