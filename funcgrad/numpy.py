@@ -884,8 +884,19 @@ class _IndexUpdateRef:
         ones (under jit or vmap) promise it with ``unique_indices=True``, as in JAX."""
         return self._scatter(values, "mul", unique_indices)
 
+    def divide(self, values, *, unique_indices=False):
+        """A copy of x with ``x[idx]`` divided by ``values``: ``multiply`` by ``1 / values``,
+        as JAX does it (repeated indices divide repeatedly)."""
+        return self._scatter(divide(1, values), "mul", unique_indices)
+
     def get(self):
         return _getitem(self.x, self.idx)
+
+    def __getattr__(self, name):
+        raise AttributeError(
+            f"x.at[...].{name} is not supported by funcgrad (it has set, add, multiply, divide "
+            "and get); for positions hit once, x.at[idx].set(fnp.minimum(x[idx], v)) and the like "
+            "give min, max, power and apply")
 
 
 class _IndexUpdateHelper:

@@ -911,6 +911,22 @@ def test_at_get_and_dtype_kept():
     assert out.dtype == np.float32
 
 
+def test_at_divide_as_numpy_divide_at_and_unsupported_modes_named():
+    x = np.arange(1.0, 7.0).reshape(2, 3)
+    for idx, v in [((0, 1), 2.0), (np.array([1, 1, 0]), np.array([2.0, 4.0, 8.0])[:, None]),
+                   ((slice(None), np.array([0, 2, 2])), 0.5)]:
+        ref = x.copy()
+        np.divide.at(ref, idx, v)            # repeated positions divide repeatedly, as in JAX
+        assert_same(traced(lambda a: a.at[idx].divide(v), x), ref)
+        np.testing.assert_allclose(fnp.at(x)[idx].divide(v), ref)
+    g = fg.grad(lambda a: fnp.sum(a.at[0, 1].divide(a[1, 0])))(x)
+    want = np.ones_like(x)
+    want[0, 1], want[1, 0] = 1 / x[1, 0], 1 - x[0, 1] / x[1, 0] ** 2
+    np.testing.assert_allclose(g, want)
+    with pytest.raises(AttributeError, match=r"x.at\[...\].min is not supported.*fnp.minimum"):
+        traced(lambda a: a.at[0].min(1.0), x)
+
+
 # --------------------------------------------------- tracer methods/operators ---
 
 def _methods_program(x, y):
