@@ -468,7 +468,7 @@ def transpose(x, axes=None):
     if axes is None:
         perm = tuple(range(nd))[::-1]
     else:
-        perm = tuple(operator.index(a) for a in axes)
+        perm = tuple(_ints(axes, "axes", "transpose"))
         if any(not -nd <= a < nd for a in perm):
             raise ValueError(f"transpose: axes {tuple(axes)} are out of bounds for an array of "
                              f"rank {nd}")
@@ -516,9 +516,18 @@ def squeeze(x, axis=None):
     return _sh.reshape(x, tuple(n for i, n in enumerate(s) if i not in axes))
 
 
+def _ints(v, what: str, where: str) -> list:
+    """``v`` (an int or a sequence of ints) as a list of ints; TypeError naming ``what``."""
+    try:
+        return [operator.index(v)] if not isinstance(v, (tuple, list)) else [
+            operator.index(a) for a in v]
+    except TypeError:
+        raise TypeError(f"{where}: {what} must be an int or a tuple of ints, got {v!r}") from None
+
+
 def expand_dims(x, axis):
     s = list(_shape_of(x))
-    axs = [axis] if isinstance(axis, (int, _np.integer)) else list(axis)
+    axs = _ints(axis, "axis", "expand_dims")
     nd = len(s) + len(axs)
     axs = sorted(int(a) % nd if -nd <= a < nd else _bad_axis(a, nd) for a in axs)
     if len(set(axs)) != len(axs):
@@ -571,6 +580,10 @@ def stack(arrays, axis=0):
     if len(shapes) > 1:
         raise ValueError(f"stack: all input arrays must have the same shape, got {sorted(shapes)}")
     nd = len(_shape_of(arrays[0])) + 1
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"stack: axis must be an int, got {axis!r}") from None
     if not -nd <= axis < nd:
         raise ValueError(f"stack: axis {axis} is out of bounds for the result of rank {nd}")
     return concatenate([expand_dims(a, axis) for a in arrays], axis=axis % nd)
@@ -582,6 +595,8 @@ def vstack(arrays):
 
 def hstack(arrays):
     arrays = [atleast_1d(a) for a in arrays]
+    if not arrays:
+        raise ValueError("hstack: need at least one array")
     return concatenate(arrays, axis=0 if len(_shape_of(arrays[0])) == 1 else 1)
 
 
@@ -595,7 +610,7 @@ def split(x, indices_or_sections, axis=0):
                              "equal sections")
         bounds = [i * (n // k) for i in range(k + 1)]
     else:
-        bounds = [0] + [int(i) for i in indices_or_sections] + [n]
+        bounds = [0] + _ints(indices_or_sections, "indices_or_sections", "split") + [n]
     pre = (slice(None),) * ax
     return [_getitem(x, pre + (slice(a, b),)) for a, b in zip(bounds[:-1], bounds[1:])]
 

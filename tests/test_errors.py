@@ -575,3 +575,19 @@ def test_hessian_names_itself_in_argument_errors() -> None:
 def test_a_list_of_traced_arrays_points_to_stack(call: Callable, transform: str) -> None:
     _raises(lambda: TRANSFORMS[transform](call), TypeError, "holding traced arrays",
             "fnp.stack(...)")
+
+
+@pytest.mark.parametrize("call, exc, needles", [
+    (lambda x: fnp.stack([x, x], axis=None), TypeError, ("stack: axis must be an int", "None")),
+    (lambda x: fnp.stack([x, x], axis="x"), TypeError, ("stack: axis must be an int",)),
+    (lambda x: fnp.expand_dims(x, "x"), TypeError, ("expand_dims: axis must be",)),
+    (lambda x: fnp.expand_dims(x, 1.5), TypeError, ("expand_dims: axis must be", "1.5")),
+    (lambda x: fnp.split(x, 1.5), TypeError, ("split: indices_or_sections must be",)),
+    (lambda x: fnp.transpose(M(x), "ab"), TypeError, ("transpose: axes must be",)),
+    (lambda x: fnp.hstack([]), ValueError, ("hstack: need at least one array",)),
+], ids=["stack-None", "stack-str", "expand_dims-str", "expand_dims-float", "split-float",
+        "transpose-str", "hstack-empty"])
+@pytest.mark.parametrize("transform", ["eager", "grad", "jit", "vmap"])
+def test_shape_function_arguments_of_the_wrong_type(call, exc, needles, transform) -> None:
+    run = (lambda f: f(X)) if transform == "eager" else TRANSFORMS[transform]
+    _raises(lambda: run(call), exc, *needles)
