@@ -512,7 +512,7 @@ def _flatten_diff_args(args: tuple, nums: tuple, where: str) -> tuple[list, Any]
     else:
         return flat, in_tree
     i = 0
-    for k, child in zip(nums, in_tree.children):
+    for k, child in zip(nums, in_tree.children()):
         for x in flat[i:i + child.num_leaves]:
             dt = x.dtype if type(x) is np.ndarray else get_aval(x).dtype if isinstance(
                 x, (Tracer, np.generic, bool, int, float, complex)) else None

@@ -20,6 +20,7 @@ from funcgrad.core import (
     ShapedArray,
     Trace,
     Tracer,
+    _short,
     check_callable,
     check_thread,
     dtype_of,
@@ -30,7 +31,7 @@ from funcgrad.core import (
 )
 from funcgrad.primitives import shape as sh
 from funcgrad.primitives._base import shape_of
-from funcgrad.tree_util import _node, tree_flatten, tree_unflatten
+from funcgrad.tree_util import _child_keys, _node, tree_flatten, tree_unflatten
 
 __all__ = ["vmap"]
 
@@ -106,10 +107,11 @@ def _broadcast_prefix(prefix: Any, tree: Any, what: str, names: list[str] | None
                       root: str = "") -> list:
     """Per-leaf ``(axis, leaf name)`` for ``prefix``, a pytree prefix of ``tree``.
 
-    An int/None applies to a whole subtree.  ``tree`` is a tuple whose entries
-    are named by ``names`` (argument names); without ``names`` the whole tree is
-    called ``root``.  The names let error messages say which argument or output
-    a bad axis belongs to.
+    An int/None applies to a whole subtree; any pytree node (tuple, dict, namedtuple,
+    registered class, ...) must match the node of ``tree`` in type, metadata and length.
+    ``tree`` is a tuple whose entries are named by ``names`` (argument names); without
+    ``names`` the whole tree is called ``root``.  The names let error messages say
+    which argument or output a bad axis belongs to.
     """
     out: list = []
     stack = [(prefix, tree, what, root if names is None else None)]
@@ -122,20 +124,39 @@ def _broadcast_prefix(prefix: Any, tree: Any, what: str, names: list[str] | None
             else:
                 out.extend((ax, n) for n in _leaf_names(t, name))
             continue
-        t_flat = _children(t)
-        p_flat = _children(p)
-        if t_flat is None or p_flat is None or type(p) is not type(t) or len(p_flat) != len(t_flat) \
-                or (isinstance(p, dict) and sorted(p) != sorted(t)):
+        pn, tn = _node(p), _node(t)
+        if pn is None or tn is None or pn[0] is not tn[0] or pn[1] != tn[1] \
+                or len(pn[2]) != len(tn[2]):
             target = f"the structure of {name}" if name else "the structure of the arguments"
             raise ValueError(
                 f"vmap: {path} has structure {_describe(p)}, which is not a prefix of "
                 f"{target}, {_describe(t)}. Give one axis (int or None) per "
                 f"{'argument' if what == 'in_axes' else 'output'}, or a container of the same "
-                "structure (same keys, same length).")
-        for k, pc, tc in reversed(list(zip(_keys(p), p_flat, t_flat))):
+                "structure (same type, keys and length).")
+        keys = _child_keys(pn[0], pn[1], len(pn[2]))
+        for k, pc, tc in reversed(list(zip(keys, pn[2], tn[2]))):
             child = names[k] if name is None and names is not None else f"{name}[{k!r}]"
             stack.append((pc, tc, f"{path}[{k!r}]", child))
     return out
+
+
+def _check_axes_spec(spec: Any, what: str) -> None:
+    """``spec`` (in_axes or out_axes) must be an int, None, or a pytree with int/None leaves:
+    raise naming the first bad entry, as JAX does when vmap is created."""
+    stack = [(spec, "")]
+    while stack:
+        p, path = stack.pop()
+        if p is None or (isinstance(p, (int, np.integer)) and not isinstance(p, bool)):
+            continue
+        node = _node(p)
+        if node is None:
+            bad = f"{what}{path} is {_short(p)} of type {type(p).__name__}" if path else \
+                f"got {_short(p)} of type {type(p).__name__}"
+            raise TypeError(f"vmap: {what} entries must be ints or None, but {bad}; {what} must "
+                            "be an int, None, or a container (tuple, list, dict, namedtuple, "
+                            "registered pytree) of them")
+        keys = _child_keys(node[0], node[1], len(node[2]))
+        stack.extend(reversed([(c, f"{path}[{k!r}]") for k, c in zip(keys, node[2])]))
 
 
 def _prefix_axes(prefix: Any, treedef: Any) -> list | None:
@@ -145,9 +166,9 @@ def _prefix_axes(prefix: Any, treedef: Any) -> list | None:
     if prefix is None or type(prefix) is int:
         return [prefix] * treedef.num_leaves
     if type(prefix) is tuple and treedef.node_type is tuple and len(prefix) == len(
-            treedef.children) and all(p is None or type(p) is int for p in prefix):
+            treedef._children) and all(p is None or type(p) is int for p in prefix):
         out: list = []
-        for p, c in zip(prefix, treedef.children):
+        for p, c in zip(prefix, treedef._children):
             out.extend([p] * c.num_leaves)
         return out
     return None
@@ -158,8 +179,8 @@ def _leaf_names(tree: Any, root: str) -> list[str]:
     node = _node(tree)
     if node is None:
         return [root]
-    _, aux, children = node
-    keys = aux if type(tree) is dict else range(len(children))
+    node_type, aux, children = node
+    keys = _child_keys(node_type, aux, len(children))
     return [n for k, c in zip(keys, children) for n in _leaf_names(c, f"{root}[{k!r}]")]
 
 
@@ -184,20 +205,16 @@ def _arg_names(fun: Callable, n: int) -> list[str]:
     return names
 
 
-def _children(x: Any) -> list | None:
-    if isinstance(x, dict):
-        return [x[k] for k in sorted(x)]
-    if isinstance(x, (tuple, list)):
-        return list(x)
-    return None
-
-
-def _keys(x: Any) -> list:
-    return sorted(x) if isinstance(x, dict) else list(range(len(x)))
-
-
 def _describe(x: Any) -> str:
     return str(tree_flatten(x, is_leaf=lambda v: v is None)[1]).replace("PyTreeDef", "")
+
+
+def _unmappable_message(name: str, ax: int, x: Any) -> str:
+    """Why argument ``name`` (a leaf of unsupported type ``x``) cannot be mapped over."""
+    what = type(x).__name__
+    return (f"vmap: argument {name} has unsupported type {what}, but in_axes={ax} maps over it; "
+            "vmap maps over arrays (numeric NumPy arrays, or pytrees of them: tuples, lists, "
+            "dicts, registered classes). Pass other values with in_axes=None, or close over them")
 
 
 def _move_axis(x: Any, src: int | None, dst: int, size: int) -> Any:
@@ -218,18 +235,20 @@ def vmap(fun: Callable, in_axes: Any = 0, out_axes: Any = 0, axis_size: int | No
     """Vectorise ``fun`` over axis ``in_axes`` of its arguments.
 
     ``in_axes``: an int, ``None`` (not batched), or a pytree prefix of the
-    positional-argument tuple; negative axes count from the end.  Keyword
+    positional-argument tuple (its containers may be any pytree nodes: dicts,
+    namedtuples, registered classes; its leaves ints or ``None``); negative
+    axes count from the end.  Keyword
     arguments are mapped over axis 0 (as in JAX).  ``out_axes`` likewise for
     the outputs (``None`` for outputs that do not vary over the batch).
     ``axis_size`` is needed only when no argument is batched.
     """
     check_callable(fun, "vmap")
     if not (in_axes is None or isinstance(in_axes, (int, np.integer, tuple, list, dict))):
-        raise TypeError(f"vmap: in_axes must be an int, None, or a tuple/list/dict of them, "
-                        f"got {type(in_axes).__name__}")
-    if not (out_axes is None or isinstance(out_axes, (int, np.integer, tuple, list, dict))):
-        raise TypeError(f"vmap: out_axes must be an int, None, or a tuple/list/dict of them, "
-                        f"got {type(out_axes).__name__}")
+        raise TypeError(f"vmap: in_axes must be an int, None, or a tuple/list/dict of them (one "
+                        f"entry per positional argument), got {type(in_axes).__name__}")
+    for spec, what in ((in_axes, "in_axes"), (out_axes, "out_axes")):
+        if not (spec is None or type(spec) is int):
+            _check_axes_spec(spec, what)
     if axis_size is not None and (not isinstance(axis_size, (int, np.integer))
                                   or isinstance(axis_size, bool) or axis_size < 0):
         raise (TypeError if not isinstance(axis_size, (int, np.integer)) else ValueError)(
@@ -267,7 +286,13 @@ def _vmap(fun: Callable, in_axes: Any, out_axes: Any, axis_size: int | None,
             if ax is None:
                 norm.append(None)
                 continue
-            shp = shape_of(x)
+            if type(x) is np.ndarray:     # the common case (its dtype is checked by the ops)
+                shp = x.shape
+            elif valid_value(x):
+                shp = shape_of(x)
+            else:
+                name = (named or leaf_names())[i][1]
+                raise TypeError(_unmappable_message(name, ax, x))
             if not -len(shp) <= ax < len(shp):
                 name = (named or leaf_names())[i][1]
                 valid = f"valid axes are {-len(shp)}..{len(shp) - 1}" if shp else \

@@ -504,11 +504,13 @@ class Tracer:
         hint = ("under vmap each example has its own value, so no single Python value "
                 "exists" if trace.name == "vmap" else
                 "under jit/make_jaxpr only shapes and dtypes are known while tracing")
+        fix = ("pass the value unbatched (in_axes=None for its argument) or close over it"
+               if trace.name == "vmap" else "mark the argument static with static_argnums=... "
+               "so that its value is known while tracing")
         return (f"{trace.name}: {what} is needed as a concrete Python value, but the "
                 f"argument is traced (abstract value {self.aval.str_short()}); {hint}. "
                 "Fixes: use fnp.where(cond, a, b) instead of `if`/`and`/`or` on array "
-                "values, or mark the argument static with static_argnums=... so that its "
-                "value is known while tracing.")
+                f"values, or {fix}.")
 
     # shape properties
     shape = property(lambda self: self.aval.shape)

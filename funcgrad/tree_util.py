@@ -1,15 +1,18 @@
 """Pytrees: nested containers of arrays that every transformation accepts.
 
 Containers: tuple, list, dict (flattened in sorted key order, as in JAX),
-``None`` (an empty node), namedtuples, and classes registered with
-:func:`register_pytree_node` or :func:`register_dataclass`.  Anything else is a
-leaf.  Flattening is iterative, so deeply nested trees do not hit Python's
+``collections.OrderedDict`` (insertion order), ``collections.defaultdict``
+(sorted keys, like dict), ``None`` (an empty node), namedtuples, and classes
+registered with :func:`register_pytree_node` or :func:`register_dataclass`.
+Anything else is a leaf.  Flattening is iterative, so deeply nested trees do not hit Python's
 recursion limit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,6 +31,14 @@ def register_pytree_node(cls: type, flatten: Callable[[Any], tuple[Iterable, Any
     ``flatten(obj) -> (children, aux_data)`` and ``unflatten(aux_data, children) -> obj``;
     ``aux_data`` must be hashable (it becomes part of jit's cache key).
     """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_pytree_node: cls must be a class, got {cls!r} of type "
+                        f"{type(cls).__name__}")
+    for name, fn, sig in (("flatten", flatten, "obj -> (children, aux_data)"),
+                          ("unflatten", unflatten, "(aux_data, children) -> obj")):
+        if not callable(fn):
+            raise TypeError(f"register_pytree_node({cls.__name__}): {name} must be a function "
+                            f"{sig}, got {fn!r} of type {type(fn).__name__}")
     if cls in _registry or cls in (tuple, list, dict, type(None)):
         raise ValueError(f"{cls.__name__} is already registered as a pytree node")
     _registry[cls] = (flatten, unflatten)
@@ -39,14 +50,28 @@ def register_dataclass(cls: type, data_fields: Iterable[str] | None = None,
 
     ``data_fields`` are children (arrays); ``meta_fields`` are static and go into
     the tree structure (so they must be hashable).  Without either, every field is
-    data except those declared with ``field(metadata={"static": True})``.
+    data except those declared with ``field(metadata={"static": True})``.  Given
+    explicitly, together they must name every ``__init__`` field of a dataclass
+    (or, for another class, the fields must be ``__init__`` arguments).
     """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_dataclass: expected a class, got {cls!r} of type "
+                        f"{type(cls).__name__}")
     if data_fields is None and meta_fields is None:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"register_dataclass: {cls.__name__} is not a dataclass; apply "
+                            "@dataclasses.dataclass first (below @register_dataclass), or give "
+                            "data_fields and meta_fields")
         fields = dataclasses.fields(cls)
         data = [f.name for f in fields if not f.metadata.get("static", False)]
         meta = [f.name for f in fields if f.metadata.get("static", False)]
     else:
+        for what, names in (("data_fields", data_fields), ("meta_fields", meta_fields)):
+            if isinstance(names, str):
+                raise TypeError(f"register_dataclass({cls.__name__}): {what} must be a list of "
+                                f"field names, got the string {names!r}")
         data, meta = list(data_fields or ()), list(meta_fields or ())
+        _check_fields(cls, data, meta)
 
     def flatten(obj: Any) -> tuple[list, tuple]:
         return [getattr(obj, n) for n in data], tuple(getattr(obj, n) for n in meta)
@@ -58,8 +83,81 @@ def register_dataclass(cls: type, data_fields: Iterable[str] | None = None,
     return cls
 
 
+def _check_fields(cls: type, data: list, meta: list) -> None:
+    """Explicit ``data``/``meta`` field names must rebuild ``cls``: each one an ``__init__``
+    argument, no name twice, and (for a dataclass, as in JAX) every init field listed."""
+    where = f"register_dataclass({cls.__name__})"
+    seen: set = set()
+    for n in data + meta:
+        if not isinstance(n, str):
+            raise TypeError(f"{where}: field names must be strings, got {n!r}")
+        if n in seen:
+            raise ValueError(f"{where}: field {n!r} is listed twice (data_fields and meta_fields "
+                             "must not overlap)")
+        seen.add(n)
+    if dataclasses.is_dataclass(cls):
+        init = [f.name for f in dataclasses.fields(cls) if f.init]
+        required = init          # a field left out would be reset to its default on rebuild
+    else:
+        try:
+            params = list(inspect.signature(cls).parameters.values())
+        except (TypeError, ValueError):
+            return
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return
+        init = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        required = [p.name for p in params if p.default is p.empty
+                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for n in data + meta:
+        if n not in init:
+            kind = "data_fields" if n in data else "meta_fields"
+            raise ValueError(f"{where}: {kind} names {n!r}, which is not an __init__ field of "
+                             f"{cls.__name__} (its fields: {', '.join(init) or 'none'})")
+    missing = [n for n in required if n not in seen]
+    if missing:
+        raise ValueError(f"{where}: field(s) {', '.join(map(repr, missing))} of "
+                         f"{cls.__name__}.__init__ are in neither data_fields nor meta_fields; "
+                         "list every field (as data or meta) so that unflattening rebuilds it")
+
+
 def _is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def _sorted_keys(x: dict) -> list:
+    try:
+        return sorted(x)
+    except TypeError:
+        raise TypeError("dict keys in a pytree must be sortable (JAX sorts them); "
+                        f"got keys {list(x)!r}") from None
+
+
+def _flatten_defaultdict(x: defaultdict) -> tuple[list, tuple]:
+    keys = _sorted_keys(x)
+    return [x[k] for k in keys], (x.default_factory, tuple(keys))
+
+
+# As in JAX: an OrderedDict keeps its key order (part of its structure); a defaultdict
+# flattens like a dict and is rebuilt with the same default_factory.
+_registry[OrderedDict] = (lambda x: (list(x.values()), tuple(x)),
+                          lambda keys, children: OrderedDict(zip(keys, children)))
+_registry[defaultdict] = (_flatten_defaultdict,
+                          lambda aux, children: defaultdict(aux[0], zip(aux[1], children)))
+
+
+def _mapping_keys(node_type: Any, aux: Any) -> tuple | None:
+    """The keys of a dict-like node (in child order), ``None`` for other nodes."""
+    if node_type is dict or node_type is OrderedDict:
+        return aux
+    if node_type is defaultdict:
+        return aux[1]
+    return None
+
+
+def _child_keys(node_type: Any, aux: Any, n: int) -> Iterable:
+    """How a node's ``n`` children are named: their keys for dict-likes, else 0..n-1."""
+    keys = _mapping_keys(node_type, aux)
+    return range(n) if keys is None else keys
 
 
 _LEAF_TYPES = frozenset([np.ndarray, float, int, bool, complex, np.float64, np.float32])
@@ -73,32 +171,45 @@ def _node(x: Any) -> tuple[Any, Any, list] | None:
     if t is tuple or t is list:
         return t, None, list(x)
     if t is dict:
-        try:
-            keys = sorted(x)
-        except TypeError:
-            raise TypeError("dict keys in a pytree must be sortable (JAX sorts them); "
-                            f"got keys {list(x)!r}") from None
+        keys = _sorted_keys(x)
         return dict, tuple(keys), [x[k] for k in keys]
     if x is None:
         return None, None, []
     if t in _registry:
-        children, aux = _registry[t][0](x)
-        return t, aux, list(children)
+        out = _registry[t][0](x)
+        try:
+            children, aux = out
+            return t, aux, list(children)
+        except (TypeError, ValueError):
+            raise TypeError(_bad_flatten_message(t, out)) from None
     if _is_namedtuple(x):
         return t, None, list(x)
     return None
 
 
+def _bad_flatten_message(t: type, out: Any) -> str:
+    r = repr(out)
+    r = r if len(r) <= 60 else r[:57] + "..."
+    return (f"the flatten function registered for {t.__name__} must return a pair "
+            f"(children, aux_data) with children iterable; it returned {r} of type "
+            f"{type(out).__name__}")
+
+
 class PyTreeDef:
     """The structure of a pytree: its containers, without the leaves."""
 
-    __slots__ = ("node_type", "aux", "children", "num_leaves", "_hash", "_build_fn", "_interned")
+    __slots__ = ("node_type", "aux", "_children", "num_leaves", "num_nodes", "_hash",
+                 "_build_fn", "_interned")
 
     def __init__(self, node_type: Any, aux: Any, children: tuple):
         self.node_type = node_type   # "leaf", None (for None), or a container type
         self.aux = aux
-        self.children = children
-        self.num_leaves = 1 if node_type == "leaf" else sum(c.num_leaves for c in children)
+        self._children = children
+        if node_type == "leaf":
+            self.num_leaves = self.num_nodes = 1
+        else:
+            self.num_leaves = sum(c.num_leaves for c in children)
+            self.num_nodes = 1 + sum(c.num_nodes for c in children)   # leaves count, as in JAX
         self._hash: int | None = None
         self._build_fn: Any = None     # compiled rebuild function, made on first unflatten
         self._interned = False
@@ -115,10 +226,10 @@ class PyTreeDef:
             if a is b:
                 continue
             if (a.node_type != b.node_type or a.num_leaves != b.num_leaves
-                    or len(a.children) != len(b.children) or a.aux != b.aux
+                    or len(a._children) != len(b._children) or a.aux != b.aux
                     or (a._hash is not None and b._hash is not None and a._hash != b._hash)):
                 return False
-            stack.extend(zip(a.children, b.children))
+            stack.extend(zip(a._children, b._children))
         return True
 
     def __hash__(self) -> int:
@@ -126,12 +237,12 @@ class PyTreeDef:
             stack = [self]
             while stack:
                 d = stack[-1]
-                pending = [c for c in d.children if c._hash is None]
+                pending = [c for c in d._children if c._hash is None]
                 if pending:
                     stack.extend(pending)
                     continue
                 stack.pop()
-                d._hash = hash((d.node_type, d.aux, tuple(c._hash for c in d.children)))
+                d._hash = hash((d.node_type, d.aux, tuple(c._hash for c in d._children)))
         return self._hash
 
     def __repr__(self) -> str:
@@ -139,6 +250,10 @@ class PyTreeDef:
 
     def unflatten(self, leaves: Iterable) -> Any:
         return tree_unflatten(self, leaves)
+
+    def children(self) -> list[PyTreeDef]:
+        """The child structures, as in JAX."""
+        return list(self._children)
 
 
 LEAF = PyTreeDef("leaf", None, ())
@@ -151,8 +266,9 @@ _INTERN_LIMIT = 100_000
 
 
 def _intern(node_type: Any, aux: Any, children: tuple) -> PyTreeDef:
+    keys = _mapping_keys(node_type, aux)
     key = (node_type, aux, tuple(map(id, children)),
-           tuple(map(type, aux)) if node_type is dict else None)   # {1: x} is not {1.0: x}
+           None if keys is None else tuple(map(type, keys)))   # {1: x} is not {1.0: x}
     try:
         d = _INTERNED.get(key)
     except TypeError:                     # unhashable aux data: no interning
@@ -182,19 +298,24 @@ def _describe(d: PyTreeDef) -> str:
             out.append("None")
             continue
         if t is tuple:
-            opening, closing = "(", ("," if len(item.children) == 1 else "") + ")"
+            opening, closing = "(", ("," if len(item._children) == 1 else "") + ")"
         elif t is list:
             opening, closing = "[", "]"
         elif t is dict:
             opening, closing = "{", "}"
+        elif t is OrderedDict:
+            opening, closing = "OrderedDict({", "})"
+        elif t is defaultdict:
+            opening, closing = f"defaultdict({item.aux[0]!r}, {{", "})"
         else:
             opening, closing = f"{t.__name__}(", ")"
+        keys = _mapping_keys(t, item.aux)
         parts: list = [opening]
-        for k, c in enumerate(item.children):
+        for k, c in enumerate(item._children):
             if k:
                 parts.append(", ")
-            if t is dict:
-                parts.append(f"{item.aux[k]!r}: ")
+            if keys is not None:
+                parts.append(f"{keys[k]!r}: ")
             parts.append(c)
         parts.append(closing)
         stack.extend(reversed(parts))
@@ -319,8 +440,14 @@ def _flatten_general(tree: Any, is_leaf: Callable[[Any], bool] | None) -> tuple[
 
 def tree_unflatten(treedef: PyTreeDef, leaves: Iterable) -> Any:
     """Rebuild a pytree of structure ``treedef`` from ``leaves``."""
+    try:
+        n = treedef.num_leaves
+    except AttributeError:
+        raise TypeError(f"tree_unflatten: the first argument must be a PyTreeDef (from "
+                        f"tree_flatten or tree_structure), got {type(treedef).__name__}; the "
+                        "call is tree_unflatten(treedef, leaves)") from None
     leaves = leaves if isinstance(leaves, list) else list(leaves)
-    if len(leaves) != treedef.num_leaves:
+    if len(leaves) != n:
         raise ValueError(f"tree_unflatten: structure {treedef} needs {treedef.num_leaves} leaves, "
                          f"got {len(leaves)}")
     return unflattener(treedef)(leaves)
@@ -352,9 +479,9 @@ def _compile_builder(treedef: PyTreeDef) -> Any:
             return lambda leaves: _unflatten_generic(treedef, leaves)
         if not done:
             stack.append((d, True))
-            stack.extend((c, False) for c in reversed(d.children))
+            stack.extend((c, False) for c in reversed(d._children))
             continue
-        n = len(d.children)
+        n = len(d._children)
         kids = built[len(built) - n:] if n else []
         del built[len(built) - n:]
         if d.node_type is None:
@@ -378,7 +505,7 @@ def _dict_keys(treedef: PyTreeDef) -> list:
         d = stack.pop()
         if d.node_type is dict:
             keys.extend(d.aux)
-        stack.extend(d.children)
+        stack.extend(d._children)
     return keys
 
 
@@ -394,10 +521,10 @@ def _unflatten_generic(treedef: PyTreeDef, leaves: list) -> Any:
             continue
         if not done:
             stack.append((d, True))
-            for c in reversed(d.children):
+            for c in reversed(d._children):
                 stack.append((c, False))
             continue
-        n = len(d.children)
+        n = len(d._children)
         children = out[len(out) - n:] if n else []
         del out[len(out) - n:]
         out.append(_build(d, children))
@@ -442,12 +569,12 @@ def _flatten_up_to(treedef: PyTreeDef, tree: Any, is_leaf: Callable[[Any], bool]
             out.append(x)
             continue
         node = None if (is_leaf is not None and is_leaf(x)) else _node(x)
-        if (node is None or node[0] is not d.node_type or len(node[2]) != len(d.children)
+        if (node is None or node[0] is not d.node_type or len(node[2]) != len(d._children)
                 or node[1] != d.aux):
             raise ValueError(f"{where}: pytrees have different structures: {treedef} and "
                              f"{tree_structure(tree, is_leaf)} (every further tree must have the "
                              "first one's structure, or extend it at its leaves)")
-        stack.extend(reversed(list(zip(d.children, node[2]))))
+        stack.extend(reversed(list(zip(d._children, node[2]))))
     return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import namedtuple
+from collections import OrderedDict, defaultdict, namedtuple
 from typing import Any
 
 import numpy as np
@@ -305,3 +305,157 @@ def test_shared_subtrees_are_not_cycles():
     a = [1.0, 2.0]
     leaves, d = tu.tree_flatten([a, a, (a, {"x": a})])
     assert leaves == [1.0, 2.0] * 4 and d.num_leaves == 8
+
+
+# ------------------------------------------------ OrderedDict and defaultdict ---
+
+def test_ordered_dict_is_a_node_keeping_insertion_order():
+    od = OrderedDict(b=1.0, a=2.0)
+    leaves_, treedef = tu.tree_flatten(od)
+    assert leaves_ == [1.0, 2.0]                       # insertion order, not sorted (as JAX)
+    assert repr(treedef) == "PyTreeDef(OrderedDict({'b': *, 'a': *}))"
+    back = tu.tree_unflatten(treedef, [3.0, 4.0])
+    assert type(back) is OrderedDict and list(back.items()) == [("b", 3.0), ("a", 4.0)]
+    # the key order is part of the structure; an OrderedDict is not a dict
+    assert treedef != tu.tree_structure(OrderedDict(a=2.0, b=1.0))
+    assert treedef != tu.tree_structure({"b": 1.0, "a": 2.0})
+    assert treedef == tu.tree_structure(OrderedDict(b=np.ones(2), a=0))
+    with pytest.raises(ValueError, match="different structures"):
+        tu.tree_map(lambda x, y: x, od, OrderedDict(a=1.0, b=2.0))
+    with pytest.raises(ValueError, match="different structures"):
+        tu.tree_map(lambda x, y: x, {"a": 1.0, "b": 2.0}, OrderedDict(a=1.0, b=2.0))
+    assert tu.tree_map(lambda x, y: x + y, od, od) == OrderedDict(b=2.0, a=4.0)
+
+
+def test_defaultdict_flattens_like_a_dict_and_keeps_its_factory():
+    dd = defaultdict(list, {"b": 1.0, "a": 2.0})
+    leaves_, treedef = tu.tree_flatten(dd)
+    assert leaves_ == [2.0, 1.0]                       # sorted keys, like dict
+    assert repr(treedef) == "PyTreeDef(defaultdict(<class 'list'>, {'a': *, 'b': *}))"
+    back = tu.tree_unflatten(treedef, [3.0, 4.0])
+    assert type(back) is defaultdict and back.default_factory is list
+    assert dict(back) == {"a": 3.0, "b": 4.0}
+    assert back["missing"] == []
+    assert treedef != tu.tree_structure({"a": 1.0, "b": 2.0})
+    assert treedef != tu.tree_structure(defaultdict(int, {"a": 1.0, "b": 2.0}))
+    nested = {"opt": defaultdict(float, {"m": (1.0, 2.0)}), "od": OrderedDict(z=[3.0], y=None)}
+    leaves_, treedef = tu.tree_flatten(nested)
+    assert leaves_ == [3.0, 1.0, 2.0]
+    assert _same(tu.tree_unflatten(treedef, leaves_), nested)
+
+
+def test_ordered_dict_numeric_keys_rebuild_with_their_own_type():
+    one = tu.tree_unflatten(tu.tree_structure(OrderedDict({1: 0.0})), [5.0])
+    one_f = tu.tree_unflatten(tu.tree_structure(OrderedDict({1.0: 0.0})), [5.0])
+    assert type(next(iter(one))) is int and type(next(iter(one_f))) is float
+
+
+@pytest.mark.parametrize("make", [
+    lambda w, b: OrderedDict(w=w, b=b),
+    lambda w, b: defaultdict(float, {"w": w, "b": b}),
+], ids=["OrderedDict", "defaultdict"])
+def test_ordered_and_default_dicts_in_transformations(make):
+    params = make(np.array([1.0, 2.0]), np.array(3.0))
+
+    def loss(p):
+        return fnp.sum(p["w"] * p["b"])
+
+    order = list(params) if isinstance(params, OrderedDict) else sorted(params)  # as rebuilt
+    g = fg.grad(loss)(params)
+    assert type(g) is type(params) and list(g) == order
+    np.testing.assert_allclose(g["w"], [3.0, 3.0])
+    np.testing.assert_allclose(g["b"], 3.0)
+    if isinstance(params, defaultdict):
+        assert g.default_factory is float
+    assert float(fg.jit(loss)(params)) == 9.0
+    out = fg.jit(lambda p: tu.tree_map(lambda v: v * 2, p))(params)
+    assert type(out) is type(params) and list(out) == order
+    batch = make(np.ones((4, 2)), np.arange(4.0))
+    np.testing.assert_allclose(fg.vmap(loss)(batch), 2 * np.arange(4.0))
+    per = fg.vmap(lambda p: tu.tree_map(lambda v: v + 1, p))(batch)
+    assert type(per) is type(params) and list(per) == order
+
+
+# ------------------------------------------------------- PyTreeDef methods ---
+
+def test_treedef_children_and_num_nodes_as_in_jax():
+    treedef = tu.tree_structure((1, (2, None), {"a": 3}, []))
+    kids = treedef.children()
+    assert isinstance(kids, list)
+    assert kids == [tu.tree_structure(1), tu.tree_structure((2, None)),
+                    tu.tree_structure({"a": 3}), tu.tree_structure([])]
+    assert treedef.num_nodes == 8                     # JAX: leaves and None count as nodes
+    assert tu.tree_structure(1).children() == [] and tu.tree_structure(1).num_nodes == 1
+    assert tu.tree_structure(None).num_nodes == 1
+    assert tu.tree_structure(Box(1, [2, 3], "k")).num_nodes == 5
+
+
+@pytest.mark.parametrize("bad", [3, [1], None, "treedef"], ids=["int", "list", "None", "str"])
+def test_tree_unflatten_of_something_that_is_not_a_treedef(bad):
+    with pytest.raises(TypeError, match="tree_unflatten: the first argument must be a PyTreeDef"):
+        tu.tree_unflatten(bad, [1])
+
+
+# --------------------------------------------------------- registration checks ---
+
+@pytest.mark.parametrize("args, needle", [
+    (("x", lambda o: ((), None), lambda a, c: None), "cls must be a class"),
+    ((object, 3, lambda a, c: None), "flatten must be a function"),
+    ((object, lambda o: ((), None), 4), "unflatten must be a function"),
+    (("x", 3, 4), "cls must be a class"),
+], ids=["class", "flatten", "unflatten", "all"])
+def test_register_pytree_node_rejects_bad_arguments(args, needle):
+    with pytest.raises(TypeError, match=needle):
+        tu.register_pytree_node(*args)
+
+
+@pytest.mark.parametrize("flatten", [
+    lambda o: [1.0, 2.0, 3.0],         # not a pair
+    lambda o: (3.0, None),             # children not iterable
+    lambda o: None,
+], ids=["triple", "children-not-iterable", "None"])
+def test_flatten_returning_a_non_pair_names_the_class(flatten):
+    class Odd:
+        pass
+
+    tu.register_pytree_node(Odd, flatten, lambda aux, children: Odd())
+    for call in (lambda: tu.tree_leaves(Odd()), lambda: tu.tree_flatten([1.0, {"k": Odd()}]),
+                 lambda: fg.jit(lambda o: 1.0)(Odd())):
+        with pytest.raises(TypeError, match=r"registered for Odd must return a pair "
+                                            r"\(children, aux_data\)"):
+            call()
+
+
+def test_register_dataclass_checks_field_names_at_registration():
+    @dataclasses.dataclass
+    class Layer:
+        w: Any
+        act: str = "relu"
+
+    with pytest.raises(ValueError, match=r"data_fields names 'v'.*not an __init__ field of Layer"):
+        tu.register_dataclass(Layer, data_fields=["w", "v"], meta_fields=["act"])
+    with pytest.raises(ValueError, match=r"meta_fields names 'kind'"):
+        tu.register_dataclass(Layer, data_fields=["w"], meta_fields=["act", "kind"])
+    with pytest.raises(ValueError, match=r"'act'.*neither data_fields nor meta_fields"):
+        tu.register_dataclass(Layer, data_fields=["w"], meta_fields=[])
+    with pytest.raises(ValueError, match=r"'w' is listed twice"):
+        tu.register_dataclass(Layer, data_fields=["w"], meta_fields=["w", "act"])
+    with pytest.raises(TypeError, match=r"data_fields must be a list of field names"):
+        tu.register_dataclass(Layer, data_fields="w", meta_fields=["act"])
+    tu.register_dataclass(Layer, data_fields=["w"], meta_fields=["act"])   # still registrable
+
+
+def test_register_dataclass_on_a_plain_class_checks_init_arguments():
+    class Plain:
+        def __init__(self, w, b, scale=1.0):
+            self.w, self.b, self.scale = w, b, scale
+
+    with pytest.raises(TypeError, match="Plain is not a dataclass"):
+        tu.register_dataclass(Plain)
+    with pytest.raises(ValueError, match=r"'c'.*not an __init__ field of Plain"):
+        tu.register_dataclass(Plain, data_fields=["w", "c"], meta_fields=[])
+    with pytest.raises(ValueError, match=r"'b'.*neither data_fields nor meta_fields"):
+        tu.register_dataclass(Plain, data_fields=["w"], meta_fields=["scale"])
+    tu.register_dataclass(Plain, data_fields=["w", "b"], meta_fields=[])   # scale has a default
+    back = tu.tree_map(lambda v: v * 2, Plain(1.0, 2.0))
+    assert (back.w, back.b) == (2.0, 4.0)

@@ -7,7 +7,9 @@ results along the output axis.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections import OrderedDict, namedtuple
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,15 @@ from hypothesis import strategies as st
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad.primitives import registry
-from funcgrad.tree_util import tree_flatten, tree_leaves, tree_map, tree_structure, tree_unflatten
+from funcgrad.tree_util import (
+    register_dataclass,
+    register_pytree_node,
+    tree_flatten,
+    tree_leaves,
+    tree_map,
+    tree_structure,
+    tree_unflatten,
+)
 
 # ----------------------------------------------------------------- oracles ---
 
@@ -1038,3 +1048,120 @@ def test_python_control_flow_on_batched_value() -> None:
     assert_same(fg.vmap(lambda v: fnp.where(v > 0, v, -v))(x), np.abs(x))
     # control flow on an unbatched argument is fine
     assert_same(fg.vmap(lambda v, s: v * 2 if s > 0 else v, in_axes=(0, None))(x, 1.0), 2 * x)
+
+
+# ------------------------------------------- axis specs that are pytree nodes ---
+
+class Lin:
+    """A layer registered with register_pytree_node: in_axes/out_axes may be a Lin."""
+
+    def __init__(self, W: Any, b: Any):
+        self.W, self.b = W, b
+
+
+register_pytree_node(Lin, lambda m: ((m.W, m.b), None), lambda aux, ch: Lin(*ch))
+
+Pair = namedtuple("Pair", ["u", "v"])
+
+
+@register_dataclass
+@dataclasses.dataclass
+class Dense:
+    W: Any
+    b: Any
+    act: str = dataclasses.field(default="tanh", metadata={"static": True})
+
+
+def test_in_axes_may_be_a_registered_class() -> None:
+    W, b = randn(5, 2, 3), randn(3)
+    f = lambda m: fnp.sum(m.W, axis=0) + m.b  # noqa: E731
+    got = fg.vmap(f, in_axes=(Lin(0, None),))(Lin(W, b))
+    assert_same(got, np.stack([W[i].sum(0) + b for i in range(5)]))
+    got = fg.vmap(f, in_axes=(Lin(2, 0),))(Lin(np.moveaxis(W, 0, 2), randn(5, 3)))
+    assert got.shape == (5, 3)
+    with pytest.raises(ValueError, match=r"in_axes\[0\]\[1\] has structure"):
+        fg.vmap(f, in_axes=(Lin(0, (0, 0)),))(Lin(W, b))
+    with pytest.raises(ValueError, match=r"not a prefix"):
+        fg.vmap(f, in_axes=(Lin(0, None),))((W, b))
+
+
+def test_in_axes_may_be_a_namedtuple_dataclass_or_ordered_dict() -> None:
+    x, y = randn(4, 3), randn(3)
+    got = fg.vmap(lambda p: p.u * p.v, in_axes=(Pair(0, None),))(Pair(x, y))
+    assert_same(got, x * y)
+    with pytest.raises(ValueError, match="not a prefix"):      # a tuple is not a Pair
+        fg.vmap(lambda p: p.u * p.v, in_axes=((0, None),))(Pair(x, y))
+
+    d = Dense(randn(4, 3, 2), randn(2), "relu")
+    f = lambda m: fnp.sum(m.W, axis=0) * m.b if m.act == "relu" else m.b  # noqa: E731
+    got = fg.vmap(f, in_axes=(Dense(0, None, "relu"),))(d)
+    assert_same(got, np.stack([d.W[i].sum(0) * d.b for i in range(4)]))
+    with pytest.raises(ValueError, match="not a prefix"):      # the static field differs
+        fg.vmap(f, in_axes=(Dense(0, None, "tanh"),))(d)
+
+    od = OrderedDict(w=randn(4, 3), b=randn(3))
+    g = lambda p: p["w"] * p["b"]  # noqa: E731
+    assert_same(fg.vmap(g, in_axes=(OrderedDict(w=0, b=None),))(od), od["w"] * od["b"])
+    with pytest.raises(ValueError, match="not a prefix"):      # key order is structure
+        fg.vmap(g, in_axes=(OrderedDict(b=None, w=0),))(od)
+
+
+def test_out_axes_may_be_a_registered_class() -> None:
+    x = randn(4, 3)
+    got = fg.vmap(lambda v: Lin(v * 2.0, fnp.sum(v)), out_axes=Lin(1, 0))(x)
+    assert isinstance(got, Lin)
+    assert_same(got.W, (x * 2.0).T)
+    assert_same(got.b, x.sum(1))
+    c = randn(2)
+    got = fg.vmap(lambda v: Pair(v, c * 2.0), out_axes=Pair(-1, None))(x)
+    assert type(got) is Pair
+    assert_same(got.u, x.T)
+    assert_same(got.v, c * 2.0)
+
+
+# ------------------------------------------------------ bad values and specs ---
+
+class Unregistered:
+    pass
+
+
+@pytest.mark.parametrize("arg, tname", [("abc", "str"), (object(), "object"),
+                                        (Unregistered(), "Unregistered"),
+                                        ({"k": "abc"}, "str")],
+                         ids=["str", "object", "unregistered-class", "str-in-dict"])
+def test_batched_argument_of_unsupported_type(arg: Any, tname: str) -> None:
+    with pytest.raises(TypeError) as e:
+        fg.vmap(lambda x: x)(arg)
+    msg = str(e.value)
+    assert f"unsupported type {tname}" in msg and "vmap maps over arrays" in msg, msg
+    assert "shape ()" not in msg, msg
+    assert "argument x" in msg, msg
+    # not batched, it is passed through untouched
+    assert fg.vmap(lambda v, s: v, in_axes=(0, None))(np.ones(2), arg).shape == (2,)
+
+
+@pytest.mark.parametrize("kw, where, bad", [
+    ({"in_axes": ("a",)}, "in_axes[0]", "'a'"),
+    ({"in_axes": ({"w": 0, "b": 1.5},)}, "in_axes[0]['b']", "1.5"),
+    ({"in_axes": (Lin(0, "x"),)}, "in_axes[0][1]", "'x'"),
+    ({"in_axes": (True,)}, "in_axes[0]", "True"),
+    ({"out_axes": (0, "a")}, "out_axes[1]", "'a'"),
+    ({"out_axes": True}, "out_axes", "True"),
+    ({"out_axes": object()}, "out_axes", "object"),
+], ids=["str", "float-in-dict", "str-in-registered", "bool", "out-str", "out-bool", "out-object"])
+def test_axis_spec_entries_must_be_ints_or_none(kw: dict, where: str, bad: str) -> None:
+    with pytest.raises(TypeError) as e:
+        fg.vmap(lambda *a: a[0], **kw)      # raised when vmap is created, as in JAX
+    msg = str(e.value)
+    what = where.split("[")[0]
+    assert f"{what} entries must be ints or None" in msg and bad in msg, msg
+    if "[" in where:
+        assert f"{where} is" in msg, msg
+
+
+def test_concretization_error_under_vmap_does_not_suggest_static_argnums() -> None:
+    with pytest.raises(fg.ConcretizationError) as e:
+        fg.vmap(lambda x: x if x > 0 else -x)(randn(4))
+    msg = str(e.value)
+    assert "fnp.where" in msg and "static_argnums" not in msg, msg
+    assert "in_axes=None" in msg, msg
