@@ -350,7 +350,7 @@ def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tup
 # Structures of plain trees (tuples, lists, dicts with string keys, None), keyed by a
 # pre-order token sequence: a repeated structure costs one dict lookup, not a rebuild.
 _PLAIN: dict[tuple, PyTreeDef] = {}
-_PLAIN_MAX_TOKENS = 1_000_000
+_PLAIN_MAX_TOKENS = 100_000
 
 
 def _flatten_plain(tree: Any) -> tuple[list, PyTreeDef] | None:
