@@ -27,7 +27,16 @@ from typing import Any
 import numpy as np
 
 from funcgrad.core import ShapedArray, bind
-from funcgrad.ir import Jaxpr, Literal, Var, _check_leaf, _fmt_param, _names, make_jaxpr
+from funcgrad.ir import (
+    Jaxpr,
+    Literal,
+    Var,
+    _check_leaf,
+    _fmt_atom,
+    _fmt_param,
+    _names,
+    make_jaxpr,
+)
 from funcgrad.tree_util import tree_flatten, tree_unflatten
 
 __all__ = ["to_networkx", "to_dot", "graph_summary", "backprop_graph"]
@@ -47,9 +56,6 @@ def _check_graph(graph: Any, where: str) -> Jaxpr:
                     f"got {type(graph).__name__}")
 
 
-def _literal_value(lit: Literal) -> Any:
-    v = lit.val
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def _value_attrs(kind: str, name: str, aval: Any) -> dict:
@@ -73,8 +79,10 @@ def _build(jaxpr: Jaxpr) -> tuple[dict[str, dict], list[tuple[str, str, dict]], 
         nonlocal n_lit
         nid = f"lit{n_lit}"
         n_lit += 1
-        attrs = _value_attrs("literal", repr(_literal_value(lit)), lit.aval)
-        attrs["value"] = _literal_value(lit)
+        # named as the listing prints it (2.0:f64[] for a NumPy scalar); the value keeps
+        # its type, so a graph run from the export promotes as the original did
+        attrs = _value_attrs("literal", _fmt_atom(lit, str), lit.aval)
+        attrs["value"] = lit.val
         nodes[nid] = attrs
         return nid
 

@@ -399,6 +399,13 @@ def eval_jaxpr(jaxpr: Jaxpr, *args: Any) -> Any:
             raise TypeError(f"eval_jaxpr: input {i} has dtype {get_aval(x).dtype}, the graph "
                             f"expects {v.aval.dtype}; convert it (x.astype(...)) or trace the "
                             "graph again with this dtype")
+        if type(x) in (bool, int, float) and not v.aval.weak_type:
+            # a Python number for a typed input takes the graph's dtype (an i8 graph wraps)
+            try:
+                flat[i] = np.asarray(x, v.aval.dtype)
+            except OverflowError:
+                raise ValueError(f"eval_jaxpr: input {i} is {x!r}, which does not fit the "
+                                 f"graph's dtype {v.aval.dtype}") from None
     out = eval_jaxpr_flat(jaxpr, jaxpr.consts, flat)
     if jaxpr.out_tree is None:
         return out

@@ -63,8 +63,12 @@ def _src_literal(lit: Literal, ns: dict, like: list) -> str:
         ns[name] = val
         return name
     dt = np.result_type(*like, val) if lit.aval.weak_type else lit.aval.dtype
+    try:
+        arr = np.asarray(val, dt)
+    except OverflowError:        # x < 300 for uint8 x: NumPy compares the Python int exactly
+        return repr(val)
     name = f"_lit{len(ns)}"
-    ns[name] = np.asarray(val, dt)
+    ns[name] = arr
     return name
 
 
@@ -429,7 +433,14 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
                     reuse = a
                     break
         if reuse is not None:
-            expr = _ufunc_call(prim.impl, args, names[id(reuse)], ns)
+            buf = names[id(reuse)]
+            expr = _ufunc_call(prim.impl, args, buf, ns)
+            if reuse.aval.ndim >= 2:
+                # NumPy gives a new result C order unless every operand is Fortran-ordered
+                # (a ufunc of x.T); writing into a Fortran buffer would change the layout, and
+                # with it the summation order of a later reduction: reuse C buffers only
+                expr = (f"{expr} if {buf}.flags.c_contiguous else "
+                        f"{_ufunc_name(prim.impl, ns)}({', '.join(args)})")
             owned.discard(id(reuse))
         elif isinstance(prim.impl, np.ufunc) and not e.params:
             # the ufunc itself, bound to a global: a direct call costs less than the operator
@@ -468,8 +479,9 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
     # can never change a later call's answer or the caller's arguments
     # 0-d results (NumPy scalars, Python numbers, literals) are returned as 0-d arrays
     direct = {id(v) for v in jaxpr.invars} | {id(v) for v in jaxpr.constvars}
-    outs = ", ".join(f"np.array({src(a)})" if root.get(id(a), id(a)) in direct else
-                     f"np.asarray({src(a)})" if isinstance(a, Literal) or not a.aval.shape else src(a)
+    outs = ", ".join(f"np.array({src(a)})" if isinstance(a, Literal)
+                     or root.get(id(a), id(a)) in direct else
+                     f"np.asarray({src(a)})" if not a.aval.shape else src(a)
                      for a in jaxpr.outvars)
     lines.append(f"    return [{outs}]")
     code = "\n".join(lines)

@@ -117,7 +117,8 @@ def _cse(jaxpr: Jaxpr) -> Jaxpr:
         name = e.primitive.name
         try:
             in_keys = tuple(a if type(a) is Var else _atom_key(a) for a in ins)
-            if name in _COMMUTATIVE:
+            if name in _COMMUTATIVE and e.outputs[0].aval.dtype.kind != "c":
+                # (complex a * b and b * a can differ in the last bit in NumPy)
                 in_keys = tuple(sorted(in_keys, key=hash))   # equal keys, equal hashes
             params = e.params
             key = (name, in_keys, tuple(sorted((k, _param_key(v)) for k, v in params.items()))
@@ -319,9 +320,11 @@ def _identity(name: str, ins: list, params: dict, out: Var, producer: dict) -> A
         return x
     if name == "add" and _is_lit(x, 0) and _same_aval(ins[1], out):
         return ins[1]
-    if name in ("mul", "div", "pow") and _is_lit(ins[1], 1) and _same_aval(x, out):
+    # (not for complex: in NumPy (inf+0j) * 1 is inf+nanj)
+    if name in ("mul", "div", "pow") and _is_lit(ins[1], 1) and _same_aval(x, out) \
+            and out.aval.dtype.kind != "c":
         return x
-    if name == "mul" and _is_lit(x, 1) and _same_aval(ins[1], out):
+    if name == "mul" and _is_lit(x, 1) and _same_aval(ins[1], out) and out.aval.dtype.kind != "c":
         return ins[1]
     if name in ("max", "min", "and", "or") and x is ins[1] and _same_aval(x, out):
         return x
@@ -353,8 +356,13 @@ def _identity(name: str, ins: list, params: dict, out: Var, producer: dict) -> A
     return None
 
 
-def _strong_like(a: Any, b: Var) -> bool:
-    return not a.aval.weak_type and a.aval.dtype == b.aval.dtype
+def _exact_negation(a: Any, b: Var, out: Var) -> bool:
+    """Is ``b = -a`` exact where it meets ``out``'s dtype?  Floats negate exactly; integers
+    wrap (int8 -(-128) is -128, uint8 -1 is 255), which matches ``x - a`` only when no
+    promotion follows (``b`` already has ``out``'s dtype)."""
+    if a.aval.weak_type or a.aval.dtype != b.aval.dtype:
+        return False
+    return b.aval.dtype.kind == "f" or b.aval.dtype == out.aval.dtype
 
 
 def _rewrite(e: Eqn, ins: list, producer: dict) -> Eqn | None:
@@ -373,10 +381,11 @@ def _rewrite(e: Eqn, ins: list, producer: dict) -> Eqn | None:
         # x + (-y) == x - y, (-x) + y == y - x and x - (-y) == x + y, exactly
         y = ins[1]
         yp = producer.get(id(y)) if isinstance(y, Var) else None
-        if yp is not None and yp.primitive.name == "neg" and _strong_like(yp.inputs[0], y):
+        if yp is not None and yp.primitive.name == "neg" and _exact_negation(
+                yp.inputs[0], y, e.outputs[0]):
             other = registry["sub" if name == "add" else "add"]
             return Eqn(other, [x, yp.inputs[0]], e.outputs, e.params)
-        if name == "add" and iname == "neg" and _strong_like(inner.inputs[0], x):
+        if name == "add" and iname == "neg" and _exact_negation(inner.inputs[0], x, e.outputs[0]):
             return Eqn(registry["sub"], [y, inner.inputs[0]], e.outputs, e.params)
     return None
 

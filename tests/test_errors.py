@@ -537,6 +537,10 @@ def test_eval_jaxpr_checks_dtypes_and_structure() -> None:
             "dtype bool", "float64", "astype")
     _raises(lambda: fg.eval_jaxpr(g, {"a": X.astype(np.float32), "b": X}), TypeError,
             "float32", "expects float64")
+    i8 = fg.make_jaxpr(lambda x: x + 1)(np.int8(1))       # a Python number takes the graph's dtype
+    assert fg.eval_jaxpr(i8, 127) == -128 and fg.eval_jaxpr(i8, 127).dtype == np.int8
+    assert fg.eval_jaxpr(fg.make_jaxpr(lambda x: x + 1)(np.float32(1)), 1.0).dtype == np.float32
+    _raises(lambda: fg.eval_jaxpr(i8, 300), ValueError, "300", "does not fit", "int8")
     s = fg.make_jaxpr(lambda x, y: x * y)(X, 2.0)         # y traced from a Python float
     np.testing.assert_array_equal(fg.eval_jaxpr(s, X, 3.0), 3 * X)
     np.testing.assert_array_equal(fg.eval_jaxpr(s, X, np.float64(3.0)), 3 * X)

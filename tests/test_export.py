@@ -164,6 +164,17 @@ def test_constants_literals_and_dtypes():
     assert G.nodes[G.graph["outputs"][0]]["dtype"] == np.float32
 
 
+def test_a_numpy_scalar_literal_keeps_its_dtype_in_the_export():
+    # the value stays a NumPy scalar: a graph rerun from the export promotes as the original
+    x32 = np.ones(2, np.float32)
+    G = fg.to_networkx(fg.make_jaxpr(lambda x: x * np.float64(2.0) + 1)(x32))
+    lits = {a["label"]: a for _, a in G.nodes(data=True) if a["kind"] == "literal"}
+    assert set(lits) == {"2.0:f64[]", "1"}          # labelled as the listing prints them
+    assert type(lits["2.0:f64[]"]["value"]) is np.float64 and type(lits["1"]["value"]) is int
+    assert (x32 * lits["2.0:f64[]"]["value"]).dtype == np.float64
+    assert "2.0:f64[]" in fg.to_dot(fg.make_jaxpr(lambda x: x * np.float64(2.0))(x32))
+
+
 def test_networkx_analysis_longest_path_and_counts():
     G = fg.to_networkx(fg.make_jaxpr(mlp_loss)(MLP_PARAMS, MLP_X))
     path = nx.dag_longest_path(G)

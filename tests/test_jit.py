@@ -832,3 +832,39 @@ def test_errors_inside_compiled_code_name_the_operation(f, args, exc, needles):
     for n in needles:
         assert n in str(info.value)
     assert "<funcgrad.jit>" not in str(info.value)
+
+
+def test_a_constant_result_is_a_fresh_array_every_call():
+    jh = fg.jit(fg.grad(lambda x, y: fnp.sum(x * 2.0) + y, argnums=1))   # d/dy is the literal 1
+    x32, y32 = np.ones(3, np.float32), np.float32(1.0)
+    out = jh(x32, y32)
+    out[()] = 5.0
+    assert jh(x32, y32) == 1.0 and jh(x32, y32).dtype == np.float32
+    jc = fg.jit(lambda x: (x + 1.0, np.float32(2.5), 3.0))
+    a = jc(x32)
+    a[1][()], a[2][()] = 0.0, 0.0
+    assert jc(x32)[1] == 2.5 and jc(x32)[2] == 3.0
+
+
+@pytest.mark.parametrize("f, x", [
+    (lambda x: x < 300, np.arange(3, dtype=np.uint8)),
+    (lambda x: x != -1, np.arange(3, dtype=np.uint32)),
+    (lambda x: x < 2 ** 70, np.arange(3)),
+    (lambda x: fnp.where(x > 1, x, 2 ** 40), np.arange(3, dtype=np.int32)),
+], ids=["uint8<300", "uint32!=-1", "int64<2**70", "where-int32"])
+def test_python_ints_outside_the_operand_dtype_compare_as_numpy_does(f, x):
+    assert_tree_equal(fg.jit(f)(x), f(x))
+
+
+def test_in_place_results_keep_numpy_s_memory_layout():
+    # sin(x.T) is Fortran-ordered; NumPy gives sin(x.T) * y in C order, and a later sum
+    # along an axis adds in an order that depends on the layout: results stay bit-identical
+    r = np.random.default_rng(0)
+    x, y = r.standard_normal((64, 64)), r.standard_normal((64, 64))
+    f = lambda x, y: fnp.sum(fnp.sin(x.T) * y, axis=1)         # noqa: E731
+    np.testing.assert_array_equal(fg.jit(f)(x, y), f(x, y))
+    g = lambda x, y: fnp.sin(x.T) * y                           # noqa: E731
+    assert fg.jit(g)(x, y).flags.c_contiguous == g(x, y).flags.c_contiguous
+    h = lambda x: fnp.exp(fnp.sin(x.T))                         # all Fortran: reuse is fine
+    assert fg.jit(h)(x).flags.f_contiguous == h(x).flags.f_contiguous
+    np.testing.assert_array_equal(fg.jit(h)(x), h(x))

@@ -610,6 +610,41 @@ def test_simplify_turns_negation_into_subtraction():
     _check_all(j, [np.array([1.0, -0.0, np.inf]), np.array([2.0, 0.0, np.inf])])
 
 
+@pytest.mark.parametrize("xdt, ydt", [("float64", "uint8"), ("float64", "int8"),
+                                      ("int16", "int8"), ("float32", "uint16")])
+def test_simplify_keeps_a_negation_of_integers_that_wraps_before_promotion(xdt, ydt):
+    # -y wraps in y's dtype (uint8: -1 is 255; int8: -(-128) is -128) before meeting x
+    b = Builder()
+    x, y = b.arg(_aval((4,), xdt)), b.arg(_aval((4,), ydt))
+    j = b.build([b("sub", x, b("neg", y)), b("add", x, b("neg", y)), b("add", b("neg", y), x)])
+    assert "neg" in _prims(simplify(j))
+    info = np.iinfo(ydt)
+    _check_all(j, [np.zeros(4, xdt), np.array([1, 2, info.max, info.min], ydt)])
+
+
+def test_simplify_rewrites_a_negation_when_no_promotion_follows():
+    b = Builder()                        # int8 - (-y) == int8 + y, wrapping included
+    x, y = b.arg(_aval((3,), "int8")), b.arg(_aval((3,), "int8"))
+    j = b.build([b("sub", x, b("neg", y))])
+    assert _prims(simplify(j)) == ["add"]
+    _check_all(j, [np.array([1, 100, -5], np.int8), np.array([-128, 100, 7], np.int8)])
+
+
+def test_complex_products_keep_their_nan_and_operand_order():
+    # NumPy: (inf+0j) * 1 is inf+nanj, and complex a*b and b*a can differ in the last bit
+    b = Builder()
+    z, w = b.arg(_aval((3,), "complex128")), b.arg(_aval((3,), "complex128"))
+    j = b.build([b("mul", z, 1.0), b("mul", 1.0, z), b("div", z, 1.0), b("mul", z, w),
+                 b("mul", w, z)])
+    out = optimize(j)
+    assert _prims(out).count("mul") == 4 and "div" in _prims(out), str(out)
+    r = np.random.default_rng(0)
+    z_val = np.array([np.inf + 0j, 1 + np.inf * 1j, 0.5 - 2j])
+    w_val = r.standard_normal(3) + 1j * r.standard_normal(3)
+    with np.errstate(invalid="ignore"):
+        _check_all(j, [z_val, w_val])
+
+
 def test_simplify_composes_transposes_and_broadcasts():
     b = Builder()
     x = b.arg(_aval((2, 3, 4)))
