@@ -685,8 +685,26 @@ def arange(*args, dtype=None):
 
 
 def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
-    return _np.linspace(start, stop, num, endpoint=endpoint, retstep=retstep, dtype=dtype,
-                        axis=axis)
+    """NumPy's ``linspace``; differentiable in ``start`` and ``stop`` (``num`` is static)."""
+    if not (isinstance(start, Tracer) or isinstance(stop, Tracer)):
+        return _np.linspace(start, stop, num, endpoint=endpoint, retstep=retstep, dtype=dtype,
+                            axis=axis)
+    num = operator.index(num)
+    if num < 0:
+        raise ValueError(f"linspace: number of samples, {num}, must be non-negative")
+    div = (num - 1) if endpoint else num
+    start, stop = asarray(start), asarray(stop)
+    delta = subtract(stop, start)
+    step = divide(delta, div) if div > 0 else multiply(delta, 0.0)
+    shape = (num,) + (1,) * len(_np.broadcast_shapes(_shape_of(start), _shape_of(stop)))
+    y = add(multiply(_np.arange(num, dtype=float).reshape(shape), step), start)   # as NumPy
+    if endpoint and num > 1:                               # the last sample is stop exactly
+        y = concatenate([y[:-1], expand_dims(broadcast_to(stop, _shape_of(y)[1:]), 0)])
+    if axis != 0:
+        y = moveaxis(y, 0, axis)
+    if dtype is not None:
+        y = astype(y, dtype)
+    return (y, step if div > 0 else _np.nan) if retstep else y
 
 
 def shape(x):

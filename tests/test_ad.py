@@ -617,3 +617,43 @@ def test_jacobians_with_no_arrays_on_one_side_are_empty_structures():
         out = jac(lambda x: {"a": x, "n": None})(x)
         assert out["n"] is None and np.array_equal(out["a"], np.eye(3))
     assert fg.hessian(lambda x: 1.0)(None) is None
+
+
+def test_maximum_and_minimum_split_a_tie_at_the_same_infinity():
+    inf = np.inf
+    with np.errstate(invalid="ignore"):
+        for f in (lambda x, y: fnp.maximum(x, y), lambda x, y: fnp.minimum(x, y)):
+            for v in (inf, -inf):
+                assert fg.grad(f, argnums=(0, 1))(v, v) == (0.5, 0.5)
+        assert fg.grad(lambda x: fnp.clip(x, 0.0, inf))(inf) == 0.5
+        for run in (fg.grad, lambda f: fg.jit(fg.grad(f))):
+            g = run(lambda x: fnp.sum(fnp.maximum(x, -inf)))(np.array([1.0, -inf]))
+            np.testing.assert_array_equal(g, [1.0, 0.5])
+        big = np.full(2000, inf)                         # the large-array step path too
+        np.testing.assert_array_equal(
+            fg.grad(lambda x: fnp.sum(fnp.maximum(x, big)))(big.copy()), np.full(2000, 0.5))
+
+
+@pytest.mark.parametrize("y, want", [(-1.0, np.nan), (np.nan, np.nan), (0.0, 0.0), (2.0, 0.0)])
+def test_exponent_derivative_at_a_zero_base(y, want):
+    # d/dy 0 ** y: 0 where 0 ** y is flat (y >= 0), NaN where it is infinite or NaN (as JAX)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for f in (lambda y: 0.0 ** y, lambda y: fnp.power(np.array(0.0), y),
+                  lambda y: fnp.sum(fnp.power(np.array([0.0, 2.0]), y)) - 2.0 ** y):
+            np.testing.assert_array_equal(fg.grad(f)(y), want)
+            np.testing.assert_array_equal(fg.jit(fg.grad(f))(y), want)
+
+
+def test_linspace_is_differentiable_in_its_endpoints():
+    assert fg.grad(lambda a: fnp.sum(fnp.linspace(0.0, a, 5)))(2.0) == 2.5
+    assert fg.grad(lambda a: fnp.sum(fnp.linspace(a, 1.0, 4, endpoint=False)))(2.0) == 2.5
+    for a, b, n, ep in [(0.3, 3.0, 7, True), (-1.7, 2.2, 11, False), (5.0, 5.0, 3, True),
+                        (0.1, 0.7, 1, True), (1.0, 2.0, 0, True)]:
+        np.testing.assert_array_equal(fg.jit(lambda s: fnp.linspace(s, b, n, endpoint=ep))(
+            np.float64(a)), np.linspace(a, b, n, endpoint=ep))
+    got = fg.jit(lambda s: fnp.linspace(s, s + 1.0, 3, axis=1))(np.array([0.0, 10.0]))
+    np.testing.assert_array_equal(got, np.linspace([0.0, 10.0], [1.0, 11.0], 3, axis=1))
+    ys, step = fg.jit(lambda s: fnp.linspace(s, 2.0, 5, retstep=True))(np.float64(0.0))
+    assert step == 0.5 and np.array_equal(ys, np.linspace(0.0, 2.0, 5))
+    np.testing.assert_allclose(fg.vmap(lambda s: fnp.linspace(s, 1.0, 3))(np.array([0.0, 0.5])),
+                               [[0.0, 0.5, 1.0], [0.5, 0.75, 1.0]])

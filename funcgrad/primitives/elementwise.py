@@ -39,12 +39,13 @@ def _pow_base(t, out, x, y):
 
 
 def _pow_exponent(t, out, x, y):
+    # at a zero base the factor log(x) is taken as 0, so the term is 0 * 0 ** y: 0 where
+    # 0 ** y is finite (y >= 0), NaN where it is infinite or NaN (y < 0, y NaN), as in JAX
     if type(x) in (int, float):
         # a Python base stays weakly typed (np.where/np.log on it give strong float64,
         # which upcast the float32 derivative of 2.0 ** y)
-        return mul(t, 0.0) if x == 0 else mul(t, mul(math.log(x) if x > 0 else math.nan, out))
-    zero = eq(x, 0)
-    return mul(t, select(zero, 0, mul(log(select(zero, 1, x)), out)))
+        return mul(t, mul(0.0 if x == 0 else math.log(x) if x > 0 else math.nan, out))
+    return mul(t, mul(log(select(eq(x, 0), 1, x)), out))
 
 
 pow_p = elementwise("pow", np.power, (_pow_base, _pow_exponent), codegen="{0} ** {1}")
@@ -58,8 +59,10 @@ def _extremum_term(first: bool, is_max: bool):
     """
     def term(t, out, x, y):
         a, b = (x, y) if first == is_max else (y, x)
-        d = a if type(b) in (int, float) and b == 0 else sub(a, b)
-        return mul(t, step(d))
+        if type(b) in (int, float) and b == 0:     # relu: step(a), nothing to subtract
+            return mul(t, step(a))
+        # a tie at the same infinity (inf - inf is NaN) splits too, as JAX does
+        return mul(t, select(eq(a, b), 0.5, step(sub(a, b))))
     return term
 
 
