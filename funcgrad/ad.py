@@ -123,7 +123,7 @@ def _output_type_message(where: str, o: Any) -> str:
 
 def _complex_error(trace: Trace, prim: Primitive) -> TypeError:
     return TypeError(
-        f"{trace.name}: {prim.name} gave a complex result from a value being differentiated; "
+        f"{trace.name}: {prim.label} gave a complex result from a value being differentiated; "
         "funcgrad differentiates real-valued computations only (complex intermediates are not "
         "supported, so no derivative rule handles them). Keep the computation real, e.g. "
         "write |a + ib|**2 as a**2 + b**2.")

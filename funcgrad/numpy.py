@@ -17,7 +17,16 @@ import operator
 
 import numpy as _np
 
-from funcgrad.core import ConcretizationError, Tracer, bind, dtype_of, to_concrete, valid_value
+from funcgrad.core import (
+    ConcretizationError,
+    Tracer,
+    _holds_tracer,
+    _short,
+    bind,
+    dtype_of,
+    to_concrete,
+    valid_value,
+)
 from funcgrad.core import binder as _binder
 from funcgrad.core import get_aval as _get_aval
 from funcgrad.primitives import elementwise as _ew
@@ -50,7 +59,7 @@ def _shape_of(x) -> tuple:
     if isinstance(x, (bool, int, float, complex)):
         return ()
     if isinstance(x, (list, tuple)):
-        if any(isinstance(v, Tracer) for v in _flat(x)):
+        if _holds_tracer(x):
             raise TypeError(f"funcgrad.numpy: a {type(x).__name__} holding traced arrays was "
                             "passed where an array is expected; combine them first with "
                             "fnp.stack(...) or fnp.asarray(...)")
@@ -61,13 +70,8 @@ def _shape_of(x) -> tuple:
         if a is not None and valid_value(a):
             return a.shape
     desc = type(x).__name__ + (f" of dtype {x.dtype}" if isinstance(x, (_np.ndarray, _np.generic)) else "")
-    raise TypeError(f"funcgrad.numpy: argument {_short_repr(x)} has unsupported type {desc}; "
+    raise TypeError(f"funcgrad.numpy: argument {_short(x)} has unsupported type {desc}; "
                     "funcgrad operations take numeric NumPy arrays, NumPy scalars or Python numbers")
-
-
-def _short_repr(x) -> str:
-    r = repr(x)
-    return r if len(r) <= 40 else r[:37] + "..."
 
 
 # ----------------------------------------------------------- elementwise ---
@@ -621,28 +625,18 @@ def asarray(x, dtype=None, copy=None):
         return array(x, dtype)
     if isinstance(x, Tracer):
         return x if dtype is None else astype(x, dtype)
-    if isinstance(x, (list, tuple)) and any(isinstance(v, Tracer) for v in _flat(x)):
+    if isinstance(x, (list, tuple)) and _holds_tracer(x):
         return stack([asarray(v, dtype) for v in x])
     return _np.asarray(x, dtype=dtype)
 
 
 def array(x, dtype=None, copy=True, ndmin=0):
     if isinstance(x, Tracer) or (isinstance(x, (list, tuple))
-                                 and any(isinstance(v, Tracer) for v in _flat(x))):
+                                 and _holds_tracer(x)):
         out = asarray(x, dtype)
         nd = len(_shape_of(out))
         return reshape(out, (1,) * (ndmin - nd) + _shape_of(out)) if nd < ndmin else out
     return _np.array(x, dtype=dtype, copy=copy, ndmin=ndmin)
-
-
-def _flat(x):
-    stack_ = [x]
-    while stack_:
-        v = stack_.pop()
-        if isinstance(v, (list, tuple)):
-            stack_.extend(v)
-        else:
-            yield v
 
 
 def zeros_like(x, dtype=None, shape=None):
