@@ -367,11 +367,9 @@ def eval_jaxpr_flat(jaxpr: Jaxpr, consts: Sequence, args: Sequence) -> list:
 def _dtype_fits(x: Any, aval: ShapedArray) -> bool:
     """An input for a graph variable: its dtype, or a Python number of a fitting kind
     (a weakly typed variable, traced from a Python number, takes any array of its kind)."""
-    if isinstance(x, bool):
-        return aval.dtype.kind == "b"
-    if isinstance(x, (int, float, complex)) and not isinstance(x, np.generic):
-        return aval.dtype.kind in {int: "iuf", float: "f", complex: "c"}[type(x)] \
-            if type(x) in (int, float, complex) else True
+    kinds = {bool: "b", int: "iuf", float: "f", complex: "c"}.get(type(x))
+    if kinds is not None:
+        return aval.dtype.kind in kinds
     dt = get_aval(x).dtype
     return dt == aval.dtype or (aval.weak_type and dt.kind == aval.dtype.kind)
 
