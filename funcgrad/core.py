@@ -504,9 +504,11 @@ class Tracer:
         hint = ("under vmap each example has its own value, so no single Python value "
                 "exists" if trace.name == "vmap" else
                 "under jit/make_jaxpr only shapes and dtypes are known while tracing")
-        fix = ("pass the value unbatched (in_axes=None for its argument) or close over it"
-               if trace.name == "vmap" else "mark the argument static with static_argnums=... "
-               "so that its value is known while tracing")
+        fix = ("if the value is the same for every example, pass it unbatched (in_axes=None "
+               "for its argument) or close over it (under jit, static_argnums=... makes an "
+               "argument's value known while tracing)" if trace.name == "vmap" else
+               "mark the argument static with static_argnums=... so that its value is known "
+               "while tracing")
         return (f"{trace.name}: {what} is needed as a concrete Python value, but the "
                 f"argument is traced (abstract value {self.aval.str_short()}); {hint}. "
                 "Fixes: use fnp.where(cond, a, b) instead of `if`/`and`/`or` on array "

@@ -218,7 +218,9 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean")
     if fnp.shape(labels) != shape[:-1]:
         raise ValueError(f"softmax_cross_entropy: labels have shape {fnp.shape(labels)} but logits "
                          f"have shape {shape}; labels must have shape {shape[:-1]} "
-                         "(one integer class per row of logits)")
+                         "(one integer class per row of logits; for one-hot or probability "
+                         "labels pass labels.argmax(-1), or use -(labels * log_softmax(logits))"
+                         ".sum(-1))")
     if isinstance(labels, (list, tuple, int)):
         labels = np.asarray(labels)
     dt = dtype_of(labels)

@@ -1011,3 +1011,10 @@ def _install_tracer_methods() -> None:
 
 
 _install_tracer_methods()
+
+
+# what ``from funcgrad.numpy import *`` gives: the NumPy-named functions and constants, not
+# the machinery this module uses
+__all__ = sorted(n for n, v in list(globals().items()) if not n.startswith("_") and n not in {
+    "annotations", "builtins", "operator", "Tracer", "bind", "dtype_of", "to_concrete",
+    "valid_value", "ConcretizationError"})

@@ -271,8 +271,12 @@ def _intern(node_type: Any, aux: Any, children: tuple) -> PyTreeDef:
            None if keys is None else tuple(map(type, keys)))   # {1: x} is not {1.0: x}
     try:
         d = _INTERNED.get(key)
-    except TypeError:                     # unhashable aux data: no interning
-        return PyTreeDef(node_type, aux, children)
+    except TypeError:                     # unhashable aux data: jit could not key on it
+        name = getattr(node_type, "__name__", str(node_type))
+        raise TypeError(f"the flatten function registered for {name} returned aux data "
+                        f"{repr(aux)[:40]} of unhashable type {type(aux).__name__}; aux data "
+                        "must be hashable (it is part of the structure, and of jit's cache "
+                        "key): use a tuple instead of a list, or a frozenset") from None
     if d is None:
         d = PyTreeDef(node_type, aux, children)
         if len(_INTERNED) < _INTERN_LIMIT and all(c is LEAF or c._interned for c in children):

@@ -459,3 +459,21 @@ def test_register_dataclass_on_a_plain_class_checks_init_arguments():
     tu.register_dataclass(Plain, data_fields=["w", "b"], meta_fields=[])   # scale has a default
     back = tu.tree_map(lambda v: v * 2, Plain(1.0, 2.0))
     assert (back.w, back.b) == (2.0, 4.0)
+
+
+def test_unhashable_aux_data_is_named_at_flatten_time():
+    class Meta:
+        def __init__(self, x):
+            self.x = x
+    tu.register_pytree_node(Meta, lambda m: ((m.x,), ["not", "hashable"]), lambda a, c: Meta(*c))
+    for call in (lambda: tu.tree_flatten(Meta(1.0)), lambda: fg.jit(lambda m: m.x * 2)(Meta(1.0))):
+        with pytest.raises(TypeError, match=r"registered for Meta returned aux data .* unhashable "
+                                            r"type list; aux data must be hashable"):
+            call()
+
+
+def test_star_import_of_the_facade_gives_numpy_names_only():
+    ns: dict = {}
+    exec("from funcgrad.numpy import *", ns)
+    assert {"sum", "where", "float32", "pi"} <= set(ns)
+    assert not {"Tracer", "bind", "dtype_of", "annotations", "builtins"} & set(ns)
