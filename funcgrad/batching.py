@@ -211,7 +211,7 @@ def _describe(x: Any) -> str:
 
 def _unmappable_message(name: str, ax: int, x: Any) -> str:
     """Why argument ``name`` (a leaf of unsupported type ``x``) cannot be mapped over."""
-    what = type(x).__name__
+    what = type(x).__name__ + (f" of dtype {x.dtype}" if isinstance(x, np.ndarray) else "")
     return (f"vmap: argument {name} has unsupported type {what}, but in_axes={ax} maps over it; "
             "vmap maps over arrays (numeric NumPy arrays, or pytrees of them: tuples, lists, "
             "dicts, registered classes). Pass other values with in_axes=None, or close over them")
@@ -286,7 +286,7 @@ def _vmap(fun: Callable, in_axes: Any, out_axes: Any, axis_size: int | None,
             if ax is None:
                 norm.append(None)
                 continue
-            if type(x) is np.ndarray:     # the common case (its dtype is checked by the ops)
+            if type(x) is np.ndarray and x.dtype.kind in "biufc":     # the common case
                 shp = x.shape
             elif valid_value(x):
                 shp = shape_of(x)

@@ -586,7 +586,9 @@ class Tracer:
         raise TypeError(
             f"a traced array ({self.aval.str_short()}, under {self._trace.name}) cannot be "
             "converted to a NumPy array: inside transformed functions use funcgrad.numpy "
-            "(import funcgrad.numpy as fnp) instead of numpy functions that are not ufuncs.")
+            "(import funcgrad.numpy as fnp) instead of numpy functions that are not ufuncs. "
+            "To index a NumPy array with a traced index, use fnp.take(array, index, axis=0) "
+            "(array[index] is NumPy's own indexing, which cannot take it).")
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         # (ndarray @ tracer and friends come here too: NumPy tries its ufunc first)

@@ -299,7 +299,17 @@ def _reduce(p, x, axis, keepdims, name, identity, combine, dtype, where, initial
             raise ValueError(f"{name}: where= needs initial= (the reduction has no identity "
                              "to put where the mask is False)")
         x = bind(_ew.select_p, where, x, fill)
-    out = bind(p, x, axes=_axes(x, axis, name), keepdims=_kd(keepdims, name))
+    axes = _axes(x, axis, name)
+    keepdims = _kd(keepdims, name)
+    if identity is None and initial is not None and _count(x, axes) == 0:
+        # max/min over nothing: just initial (NumPy), in x's dtype and the result's shape
+        s = _shape_of(x)
+        shape = tuple(1 if i in axes else n for i, n in enumerate(s)) if keepdims else \
+            tuple(n for i, n in enumerate(s) if i not in axes)
+        return _np.full(shape, initial, dtype_of(x))
+    out = bind(p, x, axes=axes, keepdims=keepdims)
+    if dtype is not None and dtype_of(out) != _np.dtype(dtype):
+        out = astype(out, dtype)              # NumPy accumulates in dtype (sum of int32: int32)
     return out if initial is None else combine(out, initial)
 
 
@@ -320,11 +330,16 @@ def mean(x, axis=None, keepdims=False, dtype=None, where=None):
     axes = _axes(x, axis, "mean")
     keepdims = _kd(keepdims, "mean")
     if where is None:
-        return divide(bind(_red.reduce_sum_p, x, axes=axes, keepdims=keepdims), _count(x, axes))
-    total = bind(_red.reduce_sum_p, bind(_ew.select_p, where, x, 0), axes=axes, keepdims=keepdims)
-    count = bind(_red.reduce_sum_p, astype(broadcast_to(where, _shape_of(x)), dtype_of(total)),
-                 axes=axes, keepdims=keepdims)
-    return divide(total, count)
+        out = divide(bind(_red.reduce_sum_p, x, axes=axes, keepdims=keepdims), _count(x, axes))
+    else:
+        total = bind(_red.reduce_sum_p, bind(_ew.select_p, where, x, 0), axes=axes,
+                     keepdims=keepdims)
+        count = bind(_red.reduce_sum_p, astype(broadcast_to(where, _shape_of(x)),
+                                               dtype_of(total)), axes=axes, keepdims=keepdims)
+        out = divide(total, count)
+    if dtype is not None and _np.issubdtype(dtype, _np.integer):
+        out = astype(out, dtype)              # NumPy: the mean cast back to an integer dtype
+    return out
 
 
 def var(x, axis=None, ddof=0, keepdims=False):
@@ -691,12 +706,15 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     delta = subtract(stop, start)
     step = divide(delta, div) if div > 0 else multiply(delta, 0.0)
     shape = (num,) + (1,) * len(_np.broadcast_shapes(_shape_of(start), _shape_of(stop)))
-    y = add(multiply(_np.arange(num, dtype=float).reshape(shape), step), start)   # as NumPy
+    ramp = _np.arange(num, dtype=dtype_of(step)).reshape(shape)       # float32 stays float32
+    y = add(multiply(ramp, step), start)                              # as NumPy
     if endpoint and num > 1:                               # the last sample is stop exactly
         y = concatenate([y[:-1], expand_dims(broadcast_to(stop, _shape_of(y)[1:]), 0)])
     if axis != 0:
         y = moveaxis(y, 0, axis)
     if dtype is not None:
+        if _np.issubdtype(dtype, _np.integer):
+            y = floor(y)                      # NumPy 2 rounds down for integer dtypes
         y = astype(y, dtype)
     return (y, step if div > 0 else _np.nan) if retstep else y
 

@@ -1160,3 +1160,15 @@ def test_every_public_function_is_compared_with_numpy():
     assert public - set(TESTED) == set()
     for name, test in TESTED.items():
         assert test in globals(), (name, test)
+
+
+def test_reduction_dtype_integer_mean_and_empty_extrema_with_initial_follow_numpy():
+    i = np.arange(12).reshape(3, 4)
+    for name in ("sum", "prod"):
+        check(lambda a: getattr(fnp, name)(a, 0, dtype=np.int32),
+              lambda a: getattr(np, name)(a, 0, dtype=np.int32), i)
+    check(lambda a: fnp.mean(a, 0, dtype=np.int64), lambda a: np.mean(a, 0, dtype=np.int64), i)
+    e = np.ones((2, 0))
+    for name in ("max", "min"):
+        for kw in (dict(initial=5.0), dict(axis=1, initial=-1.0, keepdims=True)):
+            check(lambda a: getattr(fnp, name)(a, **kw), lambda a: getattr(np, name)(a, **kw), e)

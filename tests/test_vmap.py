@@ -1166,3 +1166,20 @@ def test_concretization_error_under_vmap_names_in_axes_none() -> None:
     # the contract's two fixes (fnp.where, static_argnums), and vmap's own (in_axes=None)
     assert "fnp.where" in msg and "in_axes=None" in msg, msg
     assert "under jit, static_argnums" in msg, msg
+
+
+@pytest.mark.parametrize("x", [np.array(["a", "b"]), np.array([object(), object()]),
+                               np.array(["2020-01-01", "2021-01-01"], dtype="datetime64[D]")],
+                         ids=["str", "object", "datetime64"])
+def test_non_numeric_arrays_are_refused_even_when_passed_through(x) -> None:
+    with pytest.raises(TypeError, match=r"vmap: argument s has unsupported type ndarray of dtype"):
+        fg.vmap(lambda s: s)(x)
+
+
+def test_linspace_with_batched_endpoints_keeps_float32_and_numpy_rounding() -> None:
+    a, b = np.float32([0.5, 1.5]), np.float32([2.0, 3.0])
+    out = fg.vmap(lambda s, t: fnp.linspace(s, t, 5))(a, b)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.linspace(a, b, 5, axis=1))
+    got = fg.vmap(lambda s: fnp.linspace(s, 46, 5, dtype=np.int64))(np.array([-5.7, 3.2]))
+    np.testing.assert_array_equal(got, [np.linspace(s, 46, 5, dtype=np.int64) for s in (-5.7, 3.2)])
