@@ -100,7 +100,11 @@ class BatchTrace(Trace):
         except (ValueError, TypeError, IndexError) as e:
             return type(e)(f"{e} (in vmap over a batch of {self.axis_size}; the shapes are "
                            "those of one example)")
-        return err
+        try:                   # a value error (an index out of bounds): say whose shapes these are
+            return type(err)(f"{err} (in vmap over a batch of {self.axis_size}; these shapes "
+                             "and axes include the batch axis)")
+        except TypeError:      # an exception class with another signature: leave it as it is
+            return err
 
 
 def _broadcast_prefix(prefix: Any, tree: Any, what: str, names: list[str] | None = None,

@@ -1183,3 +1183,10 @@ def test_linspace_with_batched_endpoints_keeps_float32_and_numpy_rounding() -> N
     np.testing.assert_array_equal(out, np.linspace(a, b, 5, axis=1))
     got = fg.vmap(lambda s: fnp.linspace(s, 46, 5, dtype=np.int64))(np.array([-5.7, 3.2]))
     np.testing.assert_array_equal(got, [np.linspace(s, 46, 5, dtype=np.int64) for s in (-5.7, 3.2)])
+
+
+def test_a_value_error_inside_vmap_says_its_shapes_include_the_batch_axis() -> None:
+    for f in (lambda x, i: x[i], lambda x, i: x.at[i].set(0.0)):
+        with pytest.raises(IndexError, match=r"index 9 is out of bounds.*in vmap over a batch of "
+                                             r"3; these shapes and axes include the batch axis"):
+            fg.vmap(f)(np.ones((3, 4)), np.array([0, 1, 9]))
