@@ -283,6 +283,22 @@ def _plain_ufunc(e: Any) -> bool:
             and len(e.inputs) == e.primitive.impl.nin)
 
 
+def _c_ordered(jaxpr: Jaxpr) -> set[int]:
+    """Vars whose arrays are C-ordered whatever the arguments' layouts: results of
+    matmul (NumPy allocates them in C order), and of ufuncs, ``step`` and reductions whose
+    operands of rank >= 2 are themselves C-ordered (NumPy keeps its operands' order).
+    Writing into such a buffer in place keeps the layout eager NumPy would give."""
+    known: set[int] = set()
+    for e in jaxpr.eqns:
+        name = e.primitive.name
+        if name == "matmul" or (
+                (_plain_ufunc(e) or name == "step" or name.startswith("reduce_"))
+                and all(isinstance(a, Literal) or a.aval.ndim < 2 or id(a) in known
+                        for a in e.inputs)):
+            known.add(id(e.outputs[0]))
+    return known
+
+
 def _liveness(jaxpr: Jaxpr, member_of: dict, row_of: dict) -> tuple[dict[int, int], dict[int, int]]:
     """(last step using each buffer, alias root of each var), with stacked groups run at
     their place: a var written into a buffer row is that buffer's alias, a group member's
@@ -399,6 +415,7 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
     inplace = not any(isinstance(c, Tracer) for c in jaxpr.consts)
     member_of, row_of = _stack_plan(jaxpr) if inplace else ({}, {})
     last, root = _liveness(jaxpr, member_of, row_of)
+    c_ordered = _c_ordered(jaxpr) if inplace else set()
     owned: set[int] = set()          # buffers this function allocated (safe to overwrite)
     lines = []
     for i, (v, c) in enumerate(zip(jaxpr.constvars, jaxpr.consts)):
@@ -435,10 +452,11 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
         if reuse is not None:
             buf = names[id(reuse)]
             expr = _ufunc_call(prim.impl, args, buf, ns)
-            if reuse.aval.ndim >= 2:
+            if reuse.aval.ndim >= 2 and id(reuse) not in c_ordered:
                 # NumPy gives a new result C order unless every operand is Fortran-ordered
                 # (a ufunc of x.T); writing into a Fortran buffer would change the layout, and
                 # with it the summation order of a later reduction: reuse C buffers only
+                # (checked at run time where the layout depends on the arguments')
                 expr = (f"{expr} if {buf}.flags.c_contiguous else "
                         f"{_ufunc_name(prim.impl, ns)}({', '.join(args)})")
             owned.discard(id(reuse))
