@@ -389,7 +389,12 @@ def _op_error(prim: Primitive, args: tuple, params: dict, err: Exception | None)
         except (TypeError, ValueError, IndexError) as e:
             return e
     shapes = ", ".join(str(np.shape(a)) for a in args)
-    return type(err)(f"{prim.label} failed on arguments with shapes {shapes}: {err}")
+    msg = f"{prim.label} failed on arguments with shapes {shapes}: {err}"
+    try:
+        return type(err)(msg)
+    except TypeError:      # NumPy's own exception classes (casting errors) take other arguments
+        base = next(c for c in type(err).__mro__ if c.__module__ == "builtins")
+        return base(msg)
 
 
 def _leak_error(trace: Trace) -> LeakedTracerError:

@@ -313,6 +313,24 @@ def static_positions(fun: Callable, static: tuple, n: int, where: str) -> tuple:
     return tuple(s for s in static if -n <= s < n)
 
 
+def static_keywords_as_positions(fun: Callable, static: tuple, args: tuple,
+                                 kwargs: dict) -> tuple[tuple, dict]:
+    """A ``static_argnums`` parameter passed by keyword (``f(x, n=3)`` with
+    ``static_argnums=1``) is moved to its position, so it stays static (as in JAX)."""
+    top = max((s for s in static if s >= len(args)), default=-1)
+    if top < 0 or not kwargs:
+        return args, kwargs
+    try:
+        names = [p.name for p in inspect.signature(fun).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return args, kwargs
+    kwargs = dict(kwargs)
+    while len(args) <= top and len(args) < len(names) and names[len(args)] in kwargs:
+        args = args + (kwargs.pop(names[len(args)]),)
+    return args, kwargs
+
+
 def _static_tuple(static_argnums: int | Sequence[int]) -> tuple:
     nums = (static_argnums,) if isinstance(static_argnums, (int, np.integer)) else static_argnums
     if not isinstance(nums, (tuple, list)) or not all(
@@ -328,8 +346,10 @@ def make_jaxpr(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Calla
     static_argnums = _static_tuple(static_argnums)
 
     def traced(*args: Any, **kwargs: Any) -> Jaxpr:
-        # keyword arguments are traced inputs (after the positional ones), as in JAX; a
-        # static position past the arguments given (a default) is ignored
+        # keyword arguments are traced inputs (after the positional ones), as in JAX, unless
+        # static_argnums names them; a static position past the arguments given (a default)
+        # is ignored
+        args, kwargs = static_keywords_as_positions(fun, static_argnums, args, kwargs)
         dyn, merge = split_static(
             args, static_positions(fun, static_argnums, len(args), "make_jaxpr"), "make_jaxpr")
         if kwargs:

@@ -31,6 +31,7 @@ from funcgrad.ir import (
     _static_tuple,
     eval_jaxpr_flat,
     split_static,
+    static_keywords_as_positions,
     static_positions,
     trace_to_jaxpr,
 )
@@ -497,11 +498,16 @@ def compile_jaxpr(jaxpr: Jaxpr) -> Callable[[Sequence], list]:
     # can never change a later call's answer or the caller's arguments
     # 0-d results (NumPy scalars, Python numbers, literals) are returned as 0-d arrays
     direct = {id(v) for v in jaxpr.invars} | {id(v) for v in jaxpr.constvars}
-    outs = ", ".join(f"np.array({src(a)})" if isinstance(a, Literal)
-                     or root.get(id(a), id(a)) in direct else
-                     f"np.asarray({src(a)})" if not a.aval.shape else src(a)
-                     for a in jaxpr.outvars)
-    lines.append(f"    return [{outs}]")
+    # (two outputs merged by CSE, f = lambda x: (x * 2, x * 2), are two arrays too)
+    outs, returned = [], set()
+    for a in jaxpr.outvars:
+        r = root.get(id(a), id(a))
+        if isinstance(a, Literal) or r in direct or r in returned:
+            outs.append(f"np.array({src(a)})")
+        else:
+            outs.append(f"np.asarray({src(a)})" if not a.aval.shape else src(a))
+            returned.add(r)
+    lines.append(f"    return [{', '.join(outs)}]")
     code = "\n".join(lines)
     exec(compile(code, "<funcgrad.jit>", "exec"), ns)  # noqa: S102 - our own generated source
     fn = ns["_compiled"]
@@ -644,6 +650,7 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
         """(flat dynamic leaves, their structure, the function of the dynamic values to
         trace, the static values for the key).  Keyword arguments are dynamic, as in JAX;
         a static position past the arguments given (a default) is ignored."""
+        args, kwargs = static_keywords_as_positions(fun, static, args, kwargs or {})
         n = len(args)
         st = static_positions(fun, static, n, "jit")
         dyn, merge = split_static(args, st, "jit")

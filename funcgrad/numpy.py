@@ -105,7 +105,14 @@ rint = _binder(_registry["rint"], 1, "rint",
 
 def round(x, decimals=0):  # noqa: A001
     """NumPy's ``round``: halves to even, at ``decimals`` digits (zero derivative)."""
-    decimals = operator.index(decimals)
+    try:
+        decimals = operator.index(decimals)
+    except TypeError:
+        raise TypeError(f"round: decimals must be an int, got {decimals!r}") from None
+    if dtype_of(x).kind in "biu":             # integers: kept (to -decimals digits), as NumPy
+        if decimals >= 0:
+            return x
+        return astype(round(astype(x, _np.float64), decimals), dtype_of(x))
     if decimals == 0:
         return rint(x)
     scale = 10.0 ** decimals       # as NumPy: scale, round, scale back
@@ -293,7 +300,12 @@ def _reduce(p, x, axis, keepdims, name, identity, combine, dtype, where, initial
     (one more operand of the reduction)."""
     if dtype is not None:
         x = astype(x, dtype)
+    if initial is not None:
+        if _shape_of(initial) != ():
+            raise ValueError(f"{name}: initial must be a scalar, got shape {_shape_of(initial)}")
+        initial = astype(initial, dtype_of(x))        # x's dtype, as NumPy and JAX keep it
     if where is not None:
+        _check_mask(where, x, name)
         fill = identity if identity is not None else initial
         if fill is None:
             raise ValueError(f"{name}: where= needs initial= (the reduction has no identity "
@@ -306,11 +318,25 @@ def _reduce(p, x, axis, keepdims, name, identity, combine, dtype, where, initial
         s = _shape_of(x)
         shape = tuple(1 if i in axes else n for i, n in enumerate(s)) if keepdims else \
             tuple(n for i, n in enumerate(s) if i not in axes)
-        return _np.full(shape, initial, dtype_of(x))
+        return broadcast_to(initial, shape) if isinstance(initial, Tracer) else \
+            _np.full(shape, initial, dtype_of(x))
     out = bind(p, x, axes=axes, keepdims=keepdims)
     if dtype is not None and dtype_of(out) != _np.dtype(dtype):
         out = astype(out, dtype)              # NumPy accumulates in dtype (sum of int32: int32)
     return out if initial is None else combine(out, initial)
+
+
+def _check_mask(where, x, name: str) -> None:
+    """A reduction's ``where``: a boolean mask that broadcasts to ``x``'s shape (NumPy)."""
+    if dtype_of(where).kind != "b":
+        raise TypeError(f"{name}: where must be a boolean mask, got dtype {dtype_of(where)}")
+    try:
+        ok = _np.broadcast_shapes(_shape_of(where), _shape_of(x)) == _shape_of(x)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: the where mask of shape {_shape_of(where)} does not "
+                         f"broadcast to the array's shape {_shape_of(x)}")
 
 
 amax, amin = max, min
@@ -329,13 +355,18 @@ def mean(x, axis=None, keepdims=False, dtype=None, where=None):
         x = astype(x, dtype)
     axes = _axes(x, axis, "mean")
     keepdims = _kd(keepdims, "mean")
+    if where is not None:
+        _check_mask(where, x, "mean")
+    total = bind(_red.reduce_sum_p, x if where is None else bind(_ew.select_p, where, x, 0),
+                 axes=axes, keepdims=keepdims)
+    if dtype is not None and _np.issubdtype(dtype, _np.integer):
+        total = astype(total, dtype)          # NumPy sums in dtype: int8 sums wrap
     if where is None:
-        out = divide(bind(_red.reduce_sum_p, x, axes=axes, keepdims=keepdims), _count(x, axes))
+        out = divide(total, _count(x, axes))
     else:
-        total = bind(_red.reduce_sum_p, bind(_ew.select_p, where, x, 0), axes=axes,
-                     keepdims=keepdims)
         count = bind(_red.reduce_sum_p, astype(broadcast_to(where, _shape_of(x)),
-                                               dtype_of(total)), axes=axes, keepdims=keepdims)
+                                               _np.result_type(dtype_of(total), _np.float32)),
+                     axes=axes, keepdims=keepdims)
         out = divide(total, count)
     if dtype is not None and _np.issubdtype(dtype, _np.integer):
         out = astype(out, dtype)              # NumPy: the mean cast back to an integer dtype
@@ -654,17 +685,27 @@ def array(x, dtype=None, copy=True, ndmin=0):
     return _np.array(x, dtype=dtype, copy=copy, ndmin=ndmin)
 
 
+def _like_shape(x, shape, name: str) -> tuple:
+    """The shape of a ``*_like`` result: ``x``'s, or ``shape`` (an int or ints >= 0)."""
+    if shape is None:
+        return _shape_of(x)
+    s = tuple(_ints(shape, "shape", name))
+    if any(n < 0 for n in s):
+        raise ValueError(f"{name}: negative size in shape {s}")
+    return s
+
+
 def zeros_like(x, dtype=None, shape=None):
-    return _np.zeros(_shape_of(x) if shape is None else shape, dtype or dtype_of(x))
+    return _np.zeros(_like_shape(x, shape, "zeros_like"), dtype or dtype_of(x))
 
 
 def ones_like(x, dtype=None, shape=None):
-    return _np.ones(_shape_of(x) if shape is None else shape, dtype or dtype_of(x))
+    return _np.ones(_like_shape(x, shape, "ones_like"), dtype or dtype_of(x))
 
 
 def full_like(x, fill_value, dtype=None, shape=None):
     dt = _np.dtype(dtype or dtype_of(x))
-    shape = _shape_of(x) if shape is None else ((shape,) if isinstance(shape, int) else tuple(shape))
+    shape = _like_shape(x, shape, "full_like")
     if isinstance(fill_value, Tracer):
         return broadcast_to(astype(fill_value, dt), shape)
     return _np.full(shape, fill_value, dt)
@@ -702,14 +743,15 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     if num < 0:
         raise ValueError(f"linspace: number of samples, {num}, must be non-negative")
     div = (num - 1) if endpoint else num
-    start, stop = asarray(start), asarray(stop)
+    # (Python numbers stay Python numbers: weakly typed, so a float32 endpoint stays float32)
     delta = subtract(stop, start)
     step = divide(delta, div) if div > 0 else multiply(delta, 0.0)
     shape = (num,) + (1,) * len(_np.broadcast_shapes(_shape_of(start), _shape_of(stop)))
     ramp = _np.arange(num, dtype=dtype_of(step)).reshape(shape)       # float32 stays float32
     y = add(multiply(ramp, step), start)                              # as NumPy
     if endpoint and num > 1:                               # the last sample is stop exactly
-        y = concatenate([y[:-1], expand_dims(broadcast_to(stop, _shape_of(y)[1:]), 0)])
+        y = concatenate([y[:-1], expand_dims(broadcast_to(astype(stop, dtype_of(y)),
+                                                          _shape_of(y)[1:]), 0)])
     if axis != 0:
         y = moveaxis(y, 0, axis)
     if dtype is not None:
@@ -963,7 +1005,7 @@ def at(x):
 
 # ufuncs called on tracers (np.sin(tracer), ndarray * tracer) dispatch here
 _UFUNCS = {
-    "add": add, "subtract": subtract, "multiply": multiply, "divide": divide,
+    "add": add, "subtract": subtract, "multiply": multiply, "divide": divide, "divmod": divmod,
     "true_divide": divide, "negative": negative, "power": power, "square": square,
     "sqrt": sqrt, "exp": exp, "log": log, "log1p": log1p, "expm1": expm1, "sin": sin,
     "cos": cos, "tan": tan, "tanh": tanh, "arctan": arctan, "sinh": sinh, "cosh": cosh,
@@ -980,6 +1022,21 @@ _UFUNCS = {
 
 
 # ----------------------------------------------- tracers behave like arrays ---
+def _reshape_method(x, *shape, order="C", **kw):
+    """``x.reshape(2, 3)``, ``x.reshape((2, 3))`` or ``x.reshape(shape=(2, 3))``."""
+    if kw.keys() - {"shape"} or (kw and shape):
+        raise TypeError(f"reshape: give the new shape once, positionally or as shape=...; got "
+                        f"{shape or ''} {kw}".replace("  ", " "))
+    if "shape" in kw:
+        shape = kw["shape"]
+    elif len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    elif not shape:
+        raise TypeError("reshape: the new shape is missing (x.reshape(2, 3) or "
+                        "x.reshape((2, 3)))")
+    return reshape(x, shape, order)
+
+
 def _install_tracer_methods() -> None:
     """Give :class:`~funcgrad.core.Tracer` NumPy's operators and methods, mapped to this facade."""
     T = Tracer
@@ -1002,11 +1059,12 @@ def _install_tracer_methods() -> None:
     T.__getitem__ = _getitem
     T.T = property(lambda s: transpose(s))
     T.at = property(_IndexUpdateHelper)
-    T.sum = lambda s, axis=None, **kw: sum(s, axis, **kw)         # keepdims, dtype, where, ...
-    T.mean = lambda s, axis=None, **kw: mean(s, axis, **kw)
-    T.max = lambda s, axis=None, **kw: max(s, axis, **kw)
-    T.min = lambda s, axis=None, **kw: min(s, axis, **kw)
-    T.prod = lambda s, axis=None, **kw: prod(s, axis, **kw)
+    # (axis, keepdims) positionally, as the facade functions; dtype, where, initial by keyword
+    T.sum = lambda s, axis=None, keepdims=False, **kw: sum(s, axis, keepdims, **kw)
+    T.mean = lambda s, axis=None, keepdims=False, **kw: mean(s, axis, keepdims, **kw)
+    T.max = lambda s, axis=None, keepdims=False, **kw: max(s, axis, keepdims, **kw)
+    T.min = lambda s, axis=None, keepdims=False, **kw: min(s, axis, keepdims, **kw)
+    T.prod = lambda s, axis=None, keepdims=False, **kw: prod(s, axis, keepdims, **kw)
     T.round = round
     T.__round__ = lambda s, ndigits=None: round(s, ndigits or 0)   # an array, as in JAX
     T.var = lambda s, axis=None, ddof=0, keepdims=False: var(s, axis, ddof=ddof, keepdims=keepdims)
@@ -1017,12 +1075,9 @@ def _install_tracer_methods() -> None:
     T.flatten = ravel
     T.squeeze = lambda s, axis=None: squeeze(s, axis)
     T.dot = dot
-    T.clip = lambda s, a_min=None, a_max=None: clip(s, a_min, a_max)
+    T.clip = lambda s, a_min=None, a_max=None, **kw: clip(s, a_min, a_max, **kw)
     T.astype = astype
-    T.reshape = lambda s, *shape, order="C", **kw: reshape(     # x.reshape(shape=...) too
-        s, kw.pop("shape") if "shape" in kw and not shape and not kw.keys() - {"shape"} else
-        tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape,
-        order)
+    T.reshape = _reshape_method
     T.transpose = lambda s, *axes: transpose(
         s, (tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
         or None)

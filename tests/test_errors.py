@@ -595,3 +595,43 @@ def test_a_list_of_traced_arrays_points_to_stack(call: Callable, transform: str)
 def test_shape_function_arguments_of_the_wrong_type(call, exc, needles, transform) -> None:
     run = (lambda f: f(X)) if transform == "eager" else TRANSFORMS[transform]
     _raises(lambda: run(call), exc, *needles)
+
+
+def test_second_pass_on_this_session_s_additions() -> None:
+    """Each line was a wrong result or an internal error before (found by an audit)."""
+    x32, xi, m = np.arange(4.0, dtype=np.float32), np.arange(4, dtype=np.int32), np.ones((3, 4))
+    # static_argnums by keyword stays static (as JAX)
+    f = fg.jit(lambda x, n: fnp.zeros(n) + fnp.sum(x), static_argnums=1)
+    np.testing.assert_array_equal(f(X, n=3), np.full(3, fnp.sum(X)))
+    assert f.trace_count == 1 and f(X, 3).shape == (3,) and f.trace_count == 1
+    assert len(fg.make_jaxpr(lambda x, n: x * n, static_argnums=1)(X, n=3).invars) == 1
+    # round keeps integers; initial keeps x's dtype; masks must be boolean and fit
+    np.testing.assert_array_equal(fnp.round(np.array([2 ** 53 + 1])), [2 ** 53 + 1])
+    np.testing.assert_array_equal(fnp.round(np.array([1234, -1250], np.int16), -2),
+                                  np.round(np.array([1234, -1250], np.int16), -2))
+    assert fnp.max(x32, initial=np.float64(1e30)).dtype == np.float32
+    assert fnp.sum(xi, initial=1.5) == np.sum(xi, initial=1.5)
+    _raises(lambda: fnp.sum(m, axis=1, initial=np.ones((3, 3))), ValueError, "initial must be a scalar")
+    _raises(lambda: fnp.sum(m, where=np.ones((2, 3, 4), bool)), ValueError, "does not broadcast")
+    _raises(lambda: fnp.sum(x32, where=np.array([1, 0, 1, 1])), TypeError, "boolean mask")
+    i8 = np.array([[100, 100, -3], [7, 8, 9]], np.int8)
+    assert fnp.mean(i8, dtype=np.int8) == np.mean(i8, dtype=np.int8)       # int8 sums wrap
+    assert fg.jit(lambda i: fnp.max(np.zeros((0, 2)), axis=0, initial=i))(1.0).tolist() == [1, 1]
+    # linspace keeps a float32 endpoint's dtype next to a Python float
+    assert fg.jit(lambda a: fnp.linspace(a, 3.0, 5))(np.float32(1)).dtype == np.float32
+    # CSE-merged outputs are two arrays
+    r1, r2 = fg.jit(lambda x: (x * 2, x * 2))(X)
+    r1[0] = 99.0
+    assert r2[0] == 2 * X[0]
+    # NumPy's casting error inside an update is reported, not a constructor crash
+    _raises(lambda: fg.jit(lambda a: a.at[0:2].divide(2))(np.array([9, 7, 5])), TypeError,
+            ".at[] update", "Cannot cast")
+    # divmod with a NumPy number on the left; tracer methods take keepdims positionally
+    assert fg.grad(lambda t: divmod(np.float64(10.0), t)[1])(3.0) == -3.0
+    assert fg.jit(lambda t: t.sum(0, True))(X).shape == (1,)
+    np.testing.assert_array_equal(fg.jit(lambda t: t.clip(min=0.0))(X), np.clip(X, 0.0, None))
+    _raises(lambda: fg.jit(lambda t: t.reshape(newshape=(3,)))(X), TypeError, "reshape")
+    _raises(lambda: fg.jit(lambda t: t.reshape())(X), TypeError, "shape is missing")
+    _raises(lambda: fnp.round(X, 1.5), TypeError, "round: decimals must be an int")
+    _raises(lambda: fnp.zeros_like(X, shape=(-1,)), ValueError, "zeros_like", "negative size")
+    np.testing.assert_array_equal(fnp.full_like(X, 7.0, shape=np.int64(2)), [7.0, 7.0])
