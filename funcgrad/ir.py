@@ -264,6 +264,21 @@ def _check_leaf(x: Any, where: str, i: int) -> Any:
     return x
 
 
+def check_keyword_leaves(kwargs: dict, where: str) -> None:
+    """Keyword arguments are traced: one that holds no array cannot be made static by
+    ``static_argnums`` unless passed by position, so say that (and ``functools.partial``)."""
+    for k, v in kwargs.items():
+        for x in tree_flatten(v)[0]:
+            try:
+                _check_leaf(x, where, 0)
+            except TypeError:
+                raise TypeError(f"{where}: keyword argument {k!r} holds a value of type "
+                                f"{type(x).__name__}, and keyword arguments are traced like "
+                                "arrays; bind it with functools.partial(f, " + k + "=...), or "
+                                "list its parameter's position in static_argnums"
+                                ) from None
+
+
 def trace_to_jaxpr(fun: Callable, in_avals: Sequence[ShapedArray], in_tree: PyTreeDef,
                    name: str = "make_jaxpr") -> Jaxpr:
     """Trace ``fun`` (taking the pytree ``in_tree`` of arrays with ``in_avals``) into a Jaxpr."""
@@ -353,6 +368,7 @@ def make_jaxpr(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Calla
         dyn, merge = split_static(
             args, static_positions(fun, static_argnums, len(args), "make_jaxpr"), "make_jaxpr")
         if kwargs:
+            check_keyword_leaves(kwargs, "make_jaxpr")
             flat, in_tree = tree_flatten((dyn, kwargs))
             def call(d: tuple, kw: dict) -> Any:
                 return fun(*merge(d), **kw)

@@ -29,6 +29,7 @@ from funcgrad.ir import (
     Literal,
     _check_leaf,
     _static_tuple,
+    check_keyword_leaves,
     eval_jaxpr_flat,
     split_static,
     static_keywords_as_positions,
@@ -666,6 +667,7 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
                     from None
             static_vals.append((k, type(v), v))
         if kwargs:
+            check_keyword_leaves(kwargs, "jit")
             flat, in_tree = tree_flatten((dyn, kwargs))
             return flat, in_tree, lambda d, kw: fun(*merge(d), **kw), tuple(static_vals)
         flat, in_tree = tree_flatten(dyn)

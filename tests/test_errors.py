@@ -635,3 +635,12 @@ def test_second_pass_on_this_session_s_additions() -> None:
     _raises(lambda: fnp.round(X, 1.5), TypeError, "round: decimals must be an int")
     _raises(lambda: fnp.zeros_like(X, shape=(-1,)), ValueError, "zeros_like", "negative size")
     np.testing.assert_array_equal(fnp.full_like(X, 7.0, shape=np.int64(2)), [7.0, 7.0])
+
+
+@pytest.mark.parametrize("name", ["jit", "make_jaxpr"])
+def test_a_non_array_keyword_argument_points_to_partial_and_static_argnums(name: str) -> None:
+    _raises(lambda: getattr(fg, name)(lambda x, mode="a": x)(X, mode="b"), TypeError,
+            f"{name}: keyword argument 'mode'", "functools.partial(f, mode=...)",
+            "static_argnums")
+    f = getattr(fg, name)(lambda x, mode="a": x * (2.0 if mode == "b" else 1.0), static_argnums=1)
+    f(X, mode="b")                   # named by static_argnums: static, so fine
