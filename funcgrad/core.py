@@ -545,14 +545,21 @@ class Tracer:
         return int(self._concrete_for("int(x)"))
 
     def __float__(self) -> float:
-        # As in JAX: float() of a value being differentiated raises instead of quietly
-        # making it a constant with a zero derivative.  int() and bool() stay allowed:
-        # they are how Python control flow and indexing on values work under grad.
+        return float(self._constant_of("float(x)"))
+
+    def __complex__(self) -> complex:
+        return complex(self._constant_of("complex(x)"))
+
+    def _constant_of(self, what: str) -> Any:
+        """The value for ``float(x)``/``complex(x)``.  As in JAX, a value being
+        differentiated raises instead of quietly becoming a constant with a zero
+        derivative; int() and bool() stay allowed: they are how Python control flow and
+        indexing on values work under grad."""
         x = self
         while isinstance(x, Tracer) and x._trace.alive:
             if x._trace.differentiates and x.dtype.kind in "fc":
                 raise ConcretizationError(
-                    f"{x._trace.name}: float(x) would turn a value being differentiated "
+                    f"{x._trace.name}: {what} would turn a value being differentiated "
                     f"({x.aval.str_short()}) into a constant and silently drop its "
                     "derivative. Keep x as an array (arithmetic and funcgrad.numpy "
                     "functions work on it); if a constant is intended, use "
@@ -562,7 +569,7 @@ class Tracer:
                 x = x.concrete()
             except ConcretizationError:
                 break
-        return float(self._concrete_for("float(x)"))
+        return self._concrete_for(what)
 
     def __index__(self) -> int:
         return int(self._concrete_for("using x as an index or size"))

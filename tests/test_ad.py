@@ -424,6 +424,8 @@ def test_float_of_a_differentiated_value_raises_instead_of_dropping_its_derivati
             run()
         msg = str(info.value)
         assert msg.startswith(name) and "float(x)" in msg and "drop its derivative" in msg
+    with pytest.raises(fg.ConcretizationError, match=r"complex\(x\) would turn"):
+        fg.grad(lambda x: complex(x).real * x)(1.0)
 
 
 def test_int_bool_and_item_of_a_differentiated_value_are_constants():
