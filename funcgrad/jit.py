@@ -286,17 +286,23 @@ def _plain_ufunc(e: Any) -> bool:
 
 
 def _c_ordered(jaxpr: Jaxpr) -> set[int]:
-    """Vars whose arrays are C-ordered whatever the arguments' layouts: results of
-    matmul (NumPy allocates them in C order), and of ufuncs, ``step`` and reductions whose
-    operands of rank >= 2 are themselves C-ordered (NumPy keeps its operands' order).
+    """Vars whose arrays are C-ordered whatever the arguments' layouts: C-ordered
+    constants, results of matmul (NumPy allocates them in C order), of ufuncs, ``step``
+    and reductions whose operands of rank >= 2 are themselves C-ordered (NumPy keeps its
+    operands' order), and reshapes and scatters (copies) of C-ordered arrays.
     Writing into such a buffer in place keeps the layout eager NumPy would give."""
-    known: set[int] = set()
+    known = {id(v) for v, c in zip(jaxpr.constvars, jaxpr.consts)
+             if type(c) is np.ndarray and c.flags.c_contiguous}
+
+    def c(a: Any) -> bool:
+        return isinstance(a, Literal) or a.aval.ndim < 2 or id(a) in known
+
     for e in jaxpr.eqns:
         name = e.primitive.name
         if name == "matmul" or (
                 (_plain_ufunc(e) or name == "step" or name.startswith("reduce_"))
-                and all(isinstance(a, Literal) or a.aval.ndim < 2 or id(a) in known
-                        for a in e.inputs)):
+                and all(c(a) for a in e.inputs)) or (
+                name in ("reshape", "scatter") and c(e.inputs[0])):   # a C view; a C copy
             known.add(id(e.outputs[0]))
     return known
 
