@@ -270,20 +270,19 @@ def sum(x, axis=None, keepdims=False, dtype=None, where=None, initial=None):  # 
     return _reduce(_red.reduce_sum_p, x, axis, keepdims, "sum", 0, add, dtype, where, initial)
 
 
-def max(x, axis=None, keepdims=False, where=None, initial=None):  # noqa: A001
-    if where is None and initial is None:
-        return bind(_red.reduce_max_p, x, axes=_axes(x, axis, "max"),
-                    keepdims=_kd(keepdims, "max"))
-    return _reduce(_red.reduce_max_p, x, axis, keepdims, "max", None, maximum, None, where,
-                   initial)
+def _extremum(p, name: str, combine):
+    """``max`` or ``min``: one bind on the common path, NumPy's options through ``_reduce``."""
+    def extremum(x, axis=None, keepdims=False, where=None, initial=None):
+        if where is None and initial is None:
+            return bind(p, x, axes=_axes(x, axis, name), keepdims=_kd(keepdims, name))
+        return _reduce(p, x, axis, keepdims, name, None, combine, None, where, initial)
+    extremum.__name__ = extremum.__qualname__ = name
+    extremum.__doc__ = f"NumPy's ``{name}`` (``where`` needs ``initial``: no identity)."
+    return extremum
 
 
-def min(x, axis=None, keepdims=False, where=None, initial=None):  # noqa: A001
-    if where is None and initial is None:
-        return bind(_red.reduce_min_p, x, axes=_axes(x, axis, "min"),
-                    keepdims=_kd(keepdims, "min"))
-    return _reduce(_red.reduce_min_p, x, axis, keepdims, "min", None, minimum, None, where,
-                   initial)
+max = _extremum(_red.reduce_max_p, "max", maximum)  # noqa: A001
+min = _extremum(_red.reduce_min_p, "min", minimum)  # noqa: A001
 
 
 def prod(x, axis=None, keepdims=False, dtype=None, where=None, initial=None):
