@@ -279,6 +279,19 @@ def check_keyword_leaves(kwargs: dict, where: str) -> None:
                                 ) from None
 
 
+def dynamic_call(fun: Callable, merge: Callable, dyn: tuple, kwargs: dict,
+                 where: str) -> tuple[list, PyTreeDef, Callable]:
+    """(leaves, structure, the function of them to trace) for ``fun`` called on the dynamic
+    positional arguments ``dyn`` (``merge`` puts the static ones back) and ``kwargs``,
+    which are traced too, after the positional ones."""
+    if kwargs:
+        check_keyword_leaves(kwargs, where)
+        flat, in_tree = tree_flatten((dyn, kwargs))
+        return flat, in_tree, lambda d, kw: fun(*merge(d), **kw)
+    flat, in_tree = tree_flatten(dyn)
+    return flat, in_tree, lambda *d: fun(*merge(d))
+
+
 def trace_to_jaxpr(fun: Callable, in_avals: Sequence[ShapedArray], in_tree: PyTreeDef,
                    name: str = "make_jaxpr") -> Jaxpr:
     """Trace ``fun`` (taking the pytree ``in_tree`` of arrays with ``in_avals``) into a Jaxpr."""
@@ -367,15 +380,7 @@ def make_jaxpr(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Calla
         args, kwargs = static_keywords_as_positions(fun, static_argnums, args, kwargs)
         dyn, merge = split_static(
             args, static_positions(fun, static_argnums, len(args), "make_jaxpr"), "make_jaxpr")
-        if kwargs:
-            check_keyword_leaves(kwargs, "make_jaxpr")
-            flat, in_tree = tree_flatten((dyn, kwargs))
-            def call(d: tuple, kw: dict) -> Any:
-                return fun(*merge(d), **kw)
-        else:
-            flat, in_tree = tree_flatten(dyn)
-            def call(*d: Any) -> Any:
-                return fun(*merge(d))
+        flat, in_tree, call = dynamic_call(fun, merge, dyn, kwargs, "make_jaxpr")
         flat = [_check_leaf(x, "make_jaxpr", i) for i, x in enumerate(flat)]
         return trace_to_jaxpr(call, [get_aval(x) for x in flat], in_tree)
     return traced

@@ -29,7 +29,7 @@ from funcgrad.ir import (
     Literal,
     _check_leaf,
     _static_tuple,
-    check_keyword_leaves,
+    dynamic_call,
     eval_jaxpr_flat,
     split_static,
     static_keywords_as_positions,
@@ -39,7 +39,7 @@ from funcgrad.ir import (
 from funcgrad.passes import optimize
 from funcgrad.primitives.indexing import index_parts
 from funcgrad.primitives.shape import _broadcast_impl
-from funcgrad.tree_util import tree_flatten, unflattener
+from funcgrad.tree_util import unflattener
 
 __all__ = ["jit", "compile_jaxpr"]
 
@@ -672,12 +672,8 @@ def jit(fun: Callable, static_argnums: int | Sequence[int] = ()) -> Callable:
                                 "tuple instead of a list, or pass arrays as regular arguments)") \
                     from None
             static_vals.append((k, type(v), v))
-        if kwargs:
-            check_keyword_leaves(kwargs, "jit")
-            flat, in_tree = tree_flatten((dyn, kwargs))
-            return flat, in_tree, lambda d, kw: fun(*merge(d), **kw), tuple(static_vals)
-        flat, in_tree = tree_flatten(dyn)
-        return flat, in_tree, lambda *d: fun(*merge(d)), tuple(static_vals)
+        flat, in_tree, call = dynamic_call(fun, merge, dyn, kwargs, "jit")
+        return flat, in_tree, call, tuple(static_vals)
 
     def _entry(flat: list, in_tree: Any, call: Callable, static_vals: tuple) -> _Entry:
         try:
